@@ -1,0 +1,201 @@
+"""The object index: every object of the tree by kind and name, and who depends on whom.
+
+Fed the loaded `SpecFile`s, it resolves each CmdImage's paths, ref and published ImageMap,
+finds duplicates, unknown names and cycles (problems attached to the offending entries), and
+gives the dependency order that `scheduler` builds in.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cmdimage_watch import models, refs
+from cmdimage_watch.specfiles import Entry, Loc, SpecFile
+
+
+@dataclass(frozen=True)
+class Image:
+    """A valid CmdImage, with everything relative already resolved."""
+
+    name: str
+    spec: models.CmdImageSpec
+    loc: Loc
+    ref: refs.Ref
+    publishes: str
+    dir: Path
+    outputs_ref_to: Path | None
+
+    @property
+    def cluster(self) -> str:
+        return self.spec.cluster or "default"
+
+    @property
+    def output_mode(self) -> str:
+        return self.spec.output_mode or "local-docker"
+
+
+@dataclass
+class Index:
+    files: dict[Path, SpecFile] = field(default_factory=dict)
+    images: dict[str, Image] = field(default_factory=dict)
+    image_maps: dict[str, models.ImageMap] = field(default_factory=dict)
+    image_map_locs: dict[str, Loc] = field(default_factory=dict)
+    clusters: dict[str, models.Cluster] = field(default_factory=dict)
+    file_watches: dict[str, models.FileWatch] = field(default_factory=dict)
+    file_watch_locs: dict[str, Loc] = field(default_factory=dict)
+    publishers: dict[str, str] = field(default_factory=dict)  # image map -> CmdImage
+    problems: dict[Loc, str] = field(default_factory=dict)  # entry -> why it is not usable
+
+    def blocked(self, name: str) -> str:
+        """Why a CmdImage of the index must not build (a cycle), or ""."""
+        return self.problems.get(self.images[name].loc, "")
+
+    def problem(self, entry: Entry) -> str:
+        return entry.error or self.problems.get(entry.loc, "")
+
+    def deps(self, name: str) -> list[str]:
+        """The CmdImages whose builds `name` needs, in `imageMaps` order."""
+        maps = self.images[name].spec.image_maps
+        return [self.publishers[m] for m in maps if m in self.publishers]
+
+    def dependents(self, name: str) -> list[str]:
+        return sorted(n for n in self.images if name in self.deps(n))
+
+    def cluster(self, image: Image) -> models.Cluster | None:
+        return self.clusters.get(image.cluster)
+
+    def unknown_map_reason(self, map_name: str) -> str:
+        reason = f"waiting for image map {map_name}: no CmdImage publishes it and no ImageMap"
+        reason += " declares it"
+        guess = difflib.get_close_matches(map_name, [*self.publishers, *self.image_maps], 1)
+        if not guess:
+            return reason
+        if guess[0] in self.publishers:
+            image = self.images[self.publishers[guess[0]]]
+            return (
+                f"{reason}; did you mean {guess[0]} (published by CmdImage {image.name} in "
+                f"{image.loc.path})?"
+            )
+        return f"{reason}; did you mean {guess[0]} (declared in {self.image_map_locs[guess[0]]})?"
+
+
+def build_index(files: Iterable[SpecFile]) -> Index:
+    index = Index()
+    by_name: dict[tuple[str, str], list[Entry]] = {}
+    for spec_file in files:
+        index.files[spec_file.path] = spec_file
+        for entry in spec_file.entries:
+            by_name.setdefault((entry.kind, entry.name), []).append(entry)
+    for (kind, name), entries in sorted(by_name.items()):
+        if name and len(entries) > 1:
+            _mark_duplicates(index, kind, name, entries)
+        elif entries[0].obj is not None:
+            _add(index, entries[0])
+    _mark_double_publishers(index)
+    _mark_cycles(index)
+    return index
+
+
+def _mark_duplicates(index: Index, kind: str, name: str, entries: list[Entry]) -> None:
+    for entry in entries:
+        others = ", ".join(str(e.loc) for e in entries if e is not entry)
+        index.problems[entry.loc] = (
+            f"invalid spec: {entry.loc}: metadata.name: {kind} {name} is also defined in "
+            f"{others}; names must be unique per kind"
+        )
+
+
+def _add(index: Index, entry: Entry) -> None:
+    obj = entry.obj
+    if isinstance(obj, models.CmdImage):
+        index.images[entry.name] = _image(obj, entry.loc)
+    elif isinstance(obj, models.ImageMap):
+        index.image_maps[entry.name] = obj
+        index.image_map_locs[entry.name] = entry.loc
+    elif isinstance(obj, models.Cluster):
+        index.clusters[entry.name] = obj
+    elif isinstance(obj, models.FileWatch):
+        index.file_watches[entry.name] = obj
+        index.file_watch_locs[entry.name] = entry.loc
+
+
+def _image(obj: models.CmdImage, loc: Loc) -> Image:
+    folder = loc.path.parent
+    spec = obj.spec
+    ref = refs.parse_ref(spec.ref)
+    out = folder / spec.outputs_image_ref_to if spec.outputs_image_ref_to else None
+    name = obj.metadata.name
+    return Image(name, spec, loc, ref, refs.image_map_name(ref), folder / spec.dir, out)
+
+
+def _mark_double_publishers(index: Index) -> None:
+    by_map: dict[str, list[Image]] = {}
+    for image in index.images.values():
+        by_map.setdefault(image.publishes, []).append(image)
+    for map_name, images in by_map.items():
+        if len(images) == 1:
+            index.publishers[map_name] = images[0].name
+            continue
+        for image in images:
+            others = ", ".join(f"CmdImage {o.name} in {o.loc}" for o in images if o is not image)
+            index.problems[image.loc] = (
+                f"invalid spec: {image.loc}: spec.ref: publishes image map {map_name}, as does "
+                f"{others}; give each image its own ref"
+            )
+            del index.images[image.name]
+
+
+def _mark_cycles(index: Index) -> None:
+    for cycle in find_cycles(index):
+        text = " -> ".join([*cycle, cycle[0]])
+        for name in cycle:
+            index.problems[index.images[name].loc] = (
+                f"dependency cycle: {text}; none of these builds"
+            )
+
+
+def find_cycles(index: Index) -> list[list[str]]:
+    """Each cycle once, as the list of its members, starting at its smallest name."""
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = path[path.index(name) :]
+            start = cycle.index(min(cycle))
+            cycle = cycle[start:] + cycle[:start]
+            if cycle not in cycles:
+                cycles.append(cycle)
+            return
+        if name in done:
+            return
+        for dep in index.deps(name):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(index.images):
+        visit(name, [])
+    return cycles
+
+
+def topological_order(index: Index, names: Iterable[str]) -> list[str]:
+    """`names` sorted so that every image comes after the images it needs."""
+    wanted = set(names)
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        for dep in index.deps(name):
+            visit(dep)
+        if name in wanted:
+            order.append(name)
+
+    for name in sorted(wanted):
+        visit(name)
+    return order

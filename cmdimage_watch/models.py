@@ -1,0 +1,249 @@
+"""Pydantic mirrors of the tilt.dev/v1alpha1 objects this daemon reads and writes.
+
+Field names are Tilt's camelCase through aliases; unknown fields are refused so that a typo
+is an error, not a silently ignored setting. `specfiles` feeds raw YAML in; everything else
+reads these frozen models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from cmdimage_watch import refs
+
+API_VERSION = "tilt.dev/v1alpha1"
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, the form every status file uses."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Time = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ObjectMeta(BaseModel):
+    """Kubernetes ObjectMeta: `name` is ours; the rest is accepted so Tilt exports load."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+
+
+# --- CmdImage ---------------------------------------------------------------------------
+
+
+class CmdImageSpec(Model):
+    ref: str
+    args: list[str] = Field(min_length=1)
+    dir: str = ""
+    env: list[str] = []
+    image_maps: list[str] = []
+    output_mode: Literal["", "local-docker", "local-docker-and-remote", "remote"] = ""
+    output_tag: str = ""
+    outputs_image_ref_to: str = ""
+    cluster: str = ""
+    cluster_needs: Literal["", "push", "base-image"] = ""
+
+    @field_validator("ref")
+    @classmethod
+    def _ref_parses(cls, value: str) -> str:
+        refs.parse_ref(value)
+        return value
+
+    @field_validator("output_tag")
+    @classmethod
+    def _tag_is_valid(cls, value: str) -> str:
+        return refs.validate_tag(value) if value else value
+
+    @field_validator("env")
+    @classmethod
+    def _env_has_equals(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            if "=" not in entry:
+                raise ValueError(f"env[{i}] is {entry!r}: each entry must be KEY=VALUE")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tag_mode(self) -> Self:
+        if self.output_tag and self.outputs_image_ref_to:
+            raise ValueError(
+                "outputTag and outputsImageRefTo cannot both be set: use outputTag when the "
+                "command always builds one tag, outputsImageRefTo when it writes the ref to a file"
+            )
+        return self
+
+
+class CmdImageStateWaiting(Model):
+    reason: str
+
+
+class CmdImageStateBuilding(Model):
+    reason: str
+    started_at: Time
+
+
+class CmdImageStateCompleted(Model):
+    reason: str = ""
+    error: str = ""
+    started_at: Time
+    finished_at: Time
+
+
+class CmdImageStatus(Model):
+    ref: str = ""
+    waiting: CmdImageStateWaiting | None = None
+    building: CmdImageStateBuilding | None = None
+    completed: CmdImageStateCompleted | None = None
+
+
+class CmdImage(Model):
+    api_version: Literal["tilt.dev/v1alpha1"]
+    kind: Literal["CmdImage"]
+    metadata: ObjectMeta
+    spec: CmdImageSpec
+    status: Any = None  # written by Tilt or by us; never read back from a spec file
+
+
+# --- ImageMap ---------------------------------------------------------------------------
+
+
+class ImageMapOverrideCommand(Model):
+    command: list[str] = []
+
+
+class ImageMapOverrideArgs(Model):
+    args: list[str] = []
+
+
+class ImageMapSpec(Model):
+    selector: str
+    match_exact: bool = False
+    match_in_env_vars: bool = False
+    override_command: ImageMapOverrideCommand | None = None
+    override_args: ImageMapOverrideArgs | None = None
+
+    @field_validator("selector")
+    @classmethod
+    def _selector_parses(cls, value: str) -> str:
+        refs.parse_ref(value)
+        return value
+
+
+class ImageMapStatus(Model):
+    image: str = ""
+    image_from_local: str = ""
+    image_from_cluster: str = ""
+    build_start_time: Time | None = None
+
+
+class ImageMap(Model):
+    api_version: Literal["tilt.dev/v1alpha1"]
+    kind: Literal["ImageMap"]
+    metadata: ObjectMeta
+    spec: ImageMapSpec
+    status: ImageMapStatus | None = None  # a hand-written status names an image built elsewhere
+
+
+# --- FileWatch --------------------------------------------------------------------------
+
+
+class IgnoreDef(Model):
+    base_path: str
+    patterns: list[str] = []
+
+
+class FileWatchSpec(Model):
+    watched_paths: list[str] = []
+    ignores: list[IgnoreDef] = []
+    disable_source: dict[str, Any] | None = None
+
+
+class FileEvent(Model):
+    time: Time
+    seen_files: list[str] = []
+
+
+class FileWatchStatus(Model):
+    monitor_start_time: Time | None = None
+    last_event_time: Time | None = None
+    file_events: list[FileEvent] = []
+    error: str = ""
+
+
+class FileWatch(Model):
+    api_version: Literal["tilt.dev/v1alpha1"]
+    kind: Literal["FileWatch"]
+    metadata: ObjectMeta
+    spec: FileWatchSpec
+    status: Any = None
+
+
+# --- Cluster ----------------------------------------------------------------------------
+
+
+class DockerClusterConnection(Model):
+    host: str = ""
+
+
+class ClusterConnection(Model):
+    kubernetes: dict[str, Any] | None = None
+    docker: DockerClusterConnection | None = None
+
+
+class RegistryHosting(Model):
+    host: str
+    host_from_container_runtime: str = ""
+    help: str = ""
+    single_name: str = ""
+
+
+class ClusterSpec(Model):
+    connection: ClusterConnection | None = None
+    default_registry: RegistryHosting | None = None
+
+
+class Cluster(Model):
+    api_version: Literal["tilt.dev/v1alpha1"]
+    kind: Literal["Cluster"]
+    metadata: ObjectMeta
+    spec: ClusterSpec = ClusterSpec()
+    status: Any = None
+
+    @property
+    def registry(self) -> refs.Registry | None:
+        reg = self.spec.default_registry
+        if reg is None or not reg.host:
+            return None
+        return refs.Registry(reg.host, reg.host_from_container_runtime, reg.single_name)
+
+    @property
+    def docker_host(self) -> str:
+        conn = self.spec.connection
+        return conn.docker.host if conn and conn.docker else ""
+
+
+TiltObject = CmdImage | ImageMap | FileWatch | Cluster
+MODELS: dict[str, type[TiltObject]] = {
+    "CmdImage": CmdImage,
+    "ImageMap": ImageMap,
+    "FileWatch": FileWatch,
+    "Cluster": Cluster,
+}
+LIST_KINDS = {"CmdImageList": "CmdImage", "ImageMapList": "ImageMap"}

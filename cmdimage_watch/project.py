@@ -1,0 +1,185 @@
+"""The watched tree as a whole: which files are specs, the state folder, statuses on disk.
+
+`scan` finds the spec files, `load` indexes them, `read_state` takes back what earlier runs
+wrote (statuses, digests, the inputs of each last good build), and `write_status` writes
+the status file of a spec file. `scheduler` and `daemon` call these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pydantic import ValidationError
+
+from cmdimage_watch import models, sources, specfiles, status
+from cmdimage_watch.graph import Index, build_index
+from cmdimage_watch.sources import Inputs
+
+STATE_DIR = ".cmdimage-watch"
+
+
+def is_spec_candidate(path: Path, root: Path) -> bool:
+    """A YAML file that is not a status file, not hidden, not an editor temporary."""
+    if path.suffix not in specfiles.STATUS_SUFFIXES or specfiles.is_status_file(path):
+        return False
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return False
+    return not any(sources.is_never_source(part) for part in parts)
+
+
+def scan(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if is_spec_candidate(path, root):
+                found.append(path)
+    return found
+
+
+def load(root: Path) -> Index:
+    return build_index(specfiles.load_spec_file(path) for path in scan(root))
+
+
+def read_state(index: Index, state_dir: Path) -> tuple[status.State, dict[str, Inputs]]:
+    """What earlier runs left: statuses and digests of our images, and their last inputs."""
+    state = status.State()
+    for path in index.files:
+        for doc in specfiles.read_status_file(specfiles.status_path(path)):
+            _take(doc, index, state)
+    inputs: dict[str, Inputs] = {}
+    for name in state.digests:
+        found = read_inputs(state_dir, name)
+        if found is not None and found.digest() == state.digests[name]:
+            inputs[name] = found
+    return state, inputs
+
+
+def _take(doc: dict[str, Any], index: Index, state: status.State) -> None:
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        return
+    name = meta.get("name")
+    if not isinstance(name, str):
+        return
+    try:
+        if doc.get("kind") == "CmdImage" and name in index.images:
+            state.images[name] = models.CmdImageStatus.model_validate(doc.get("status") or {})
+            annotations = meta.get("annotations")
+            digest = (
+                annotations.get(status.INPUTS_DIGEST) if isinstance(annotations, dict) else None
+            )
+            if isinstance(digest, str):
+                state.digests[name] = digest
+        elif doc.get("kind") == "ImageMap" and name in index.publishers:
+            found = models.ImageMapStatus.model_validate(doc.get("status") or {})
+            if found.image_from_local:
+                state.image_maps[name] = found
+    except ValidationError:
+        logger.warning("ignoring an unreadable status of {} {}", doc.get("kind"), name)
+
+
+def inputs_path(state_dir: Path, name: str) -> Path:
+    return state_dir / "inputs" / f"{name}.json"
+
+
+def read_inputs(state_dir: Path, name: str) -> Inputs | None:
+    try:
+        return Inputs.from_json(inputs_path(state_dir, name).read_text("utf-8"))
+    except OSError:
+        return None
+
+
+def write_inputs(state_dir: Path, name: str, inputs: Inputs) -> None:
+    path = inputs_path(state_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    specfiles.write_if_changed(path, inputs.to_json())
+
+
+def write_status(index: Index, state: status.State, path: Path) -> None:
+    """Write (or remove) the status file of one spec file; failures are logged, not raised."""
+    target = specfiles.status_path(path)
+    spec_file = index.files.get(path)
+    try:
+        if spec_file is None or not spec_file.is_spec:
+            target.unlink(missing_ok=True)
+            return
+        docs = status.documents(spec_file, index, state)
+        specfiles.write_if_changed(target, specfiles.render_status(path, docs))
+    except OSError as exc:
+        logger.error("could not write {}: {}; it is retried on the next change", target, exc)
+
+
+def files_showing(index: Index, names: Iterable[str]) -> set[Path]:
+    """The spec files whose status files show these CmdImages or the ImageMaps they publish."""
+    paths: set[Path] = set()
+    for name in names:
+        image = index.images.get(name)
+        if image is None:
+            continue
+        paths.add(image.loc.path)
+        if image.publishes in index.image_map_locs:
+            paths.add(index.image_map_locs[image.publishes].path)
+    return paths
+
+
+def write_all(index: Index, state: status.State, root: Path) -> None:
+    """Every spec file's status file, and no status file whose spec file is gone or not ours."""
+    for path in index.files:
+        write_status(index, state, path)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if specfiles.is_status_file(path) and _spec_of(path) not in index.files:
+                _remove(path)
+
+
+def _spec_of(status_path: Path) -> Path:
+    name = status_path.name
+    for spec_suffix, status_suffix in specfiles.STATUS_SUFFIXES.items():
+        if name.endswith(status_suffix):
+            return status_path.with_name(name.removesuffix(status_suffix) + spec_suffix)
+    return status_path
+
+
+def _remove(path: Path) -> None:
+    try:
+        if specfiles.read_status_file(path) or path.stat().st_size == 0:
+            path.unlink()
+    except OSError as exc:
+        logger.error("could not remove the stale status file {}: {}", path, exc)
+
+
+def problems(index: Index) -> list[str]:
+    """Every error in the tree as `file:line:col: message`, in file order."""
+    found: list[str] = []
+    for spec_file in index.files.values():
+        if spec_file.error:
+            found.append(spec_file.error)
+        for entry in spec_file.entries:
+            problem = index.problem(entry)
+            if problem:
+                found.append(problem.removeprefix("invalid spec: "))
+            elif entry.kind == "CmdImage":
+                found.extend(_unresolved(index, entry.name))
+    return found
+
+
+def _unresolved(index: Index, name: str) -> list[str]:
+    image = index.images[name]
+    found = [
+        f"{image.loc}: spec.imageMaps: {index.unknown_map_reason(m)}"
+        for m in image.spec.image_maps
+        if m not in index.publishers and m not in index.image_maps
+    ]
+    if image.cluster != "default" and image.cluster not in index.clusters:
+        found.append(f"{image.loc}: spec.cluster: no Cluster named {image.cluster}")
+    return found

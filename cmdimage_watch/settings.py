@@ -1,0 +1,54 @@
+"""Settings: every knob of the daemon, frozen, with its unit and the reason for its default.
+
+`cli` builds one from flags; `daemon`, `scheduler` and `builder` read it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    root: Path = Field(Path(), description="The watched tree.")
+    debounce: float = Field(
+        0.05,
+        gt=0,
+        description="Seconds of quiet before a batch of changes is handled; "
+        "short, since content digests (not the timer) keep no-op saves from building.",
+    )
+    debounce_max: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds after which a batch is handled even if writes go on, "
+        "so a writer that never stops cannot starve builds.",
+    )
+    max_parallel: int = Field(3, ge=1, description="Builds at once; 3 is Tilt's default.")
+    on_change: Literal["restart", "queue"] = Field(
+        "restart",
+        description="What a change during a build does: cancel and restart it, "
+        "or (Tilt's way) let it finish and build again.",
+    )
+    stop_timeout: float = Field(
+        5.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a build is stopped."
+    )
+    build_timeout: float | None = Field(
+        None, gt=0, description="Seconds a build may run; none by default, as in Tilt."
+    )
+    storm_threshold: int = Field(
+        25, ge=1, description="A batch rebuilding more images than this is logged as a storm."
+    )
+    poll: bool = Field(False, description="Poll the filesystem instead of using inotify.")
+    force: bool = Field(False, description="Build even when the inputs digest is unchanged.")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".cmdimage-watch"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"

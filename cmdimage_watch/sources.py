@@ -1,0 +1,221 @@
+"""Source dependency sets, ignore rules, content hashes and the inputs digest.
+
+An image's sources are its FileWatch `image:<map>` paths, else its build `dir` minus its
+`.dockerignore`. Ignored folders are pruned before they are walked. Files are hashed by
+content, lazily: a file is read again only when its size or mtime changed. `scheduler`
+compares the resulting digest with the one of the last successful build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from cmdimage_watch import models
+from cmdimage_watch.graph import Image, Index
+
+EDITOR_TEMPORARIES = ("*.sw?", "*~", "4913", ".#*", "#*#", "*___jb_tmp___", "*___jb_old___")
+_TEMP_SPEC = pathspec.PathSpec.from_lines("gitignore", EDITOR_TEMPORARIES)
+
+
+def is_never_source(name: str) -> bool:
+    """Editor temporaries, hidden entries and status files are nobody's source."""
+    return (
+        name.startswith(".")
+        or name.endswith((".status.yaml", ".status.yml"))
+        or _TEMP_SPEC.match_file(name)
+    )
+
+
+def dockerignore_lines(lines: Iterable[str]) -> list[str]:
+    """.dockerignore patterns as root-anchored gitignore patterns (docker anchors them all)."""
+    out = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:].strip() if negate else line
+        pattern = os.path.normpath(pattern).lstrip("/")
+        if pattern in ("", "."):
+            continue
+        out.append(("!" if negate else "") + "/" + pattern)
+    return out
+
+
+Ignore = tuple[Path, pathspec.PathSpec[Any]]  # patterns relative to their base folder
+
+
+@dataclass(frozen=True)
+class Root:
+    """One folder (or file) to watch and the ignore rules that apply under it."""
+
+    path: Path
+    ignores: tuple[Ignore, ...] = ()
+
+    def ignored(self, path: Path, is_dir: bool) -> bool:
+        for base, spec in self.ignores:
+            if path == base or base not in path.parents:
+                continue
+            rel = path.relative_to(base).as_posix()
+            if spec.match_file(rel + "/" if is_dir else rel):
+                return True
+        return False
+
+
+def roots(image: Image, index: Index) -> list[Root]:
+    watch = index.file_watches.get(f"image:{image.publishes}")
+    if watch is None:
+        return [Root(image.dir, ((image.dir, _dockerignore(image.dir)),))]
+    folder = index.file_watch_locs[watch.metadata.name].path.parent
+    ignores = tuple(
+        (
+            folder / i.base_path,
+            pathspec.PathSpec.from_lines("gitignore", dockerignore_lines(i.patterns)),
+        )
+        for i in watch.spec.ignores
+    )
+    return [Root(folder / watched, ignores) for watched in watch.spec.watched_paths]
+
+
+def _dockerignore(folder: Path) -> pathspec.PathSpec[Any]:
+    try:
+        lines = (folder / ".dockerignore").read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    return pathspec.PathSpec.from_lines("gitignore", dockerignore_lines(lines))
+
+
+def walk(root: Root, skip: set[Path]) -> Iterator[Path]:
+    """Every source file under `root`, pruning ignored and hidden folders before entering."""
+    if root.path.is_file():
+        if root.path not in skip and not root.ignored(root.path, False):
+            yield root.path
+        return
+    for folder, dirs, files in os.walk(root.path):
+        base = Path(folder)
+        dirs[:] = sorted(
+            d for d in dirs if not is_never_source(d) and not root.ignored(base / d, True)
+        )
+        for name in sorted(files):
+            path = base / name
+            if not is_never_source(name) and path not in skip and not root.ignored(path, False):
+                yield path
+
+
+def source_files(image: Image, index: Index) -> list[Path]:
+    skip = set(index.files)  # spec files are never sources
+    if image.outputs_ref_to:
+        skip.add(image.outputs_ref_to)
+    found: set[Path] = set()
+    for root in roots(image, index):
+        found.update(walk(root, skip))
+    return sorted(found)
+
+
+@dataclass
+class HashCache:
+    """Content hashes keyed by path, reused while size and mtime stay the same."""
+
+    entries: dict[Path, tuple[int, int, str]] = field(default_factory=dict)
+    reads: int = 0
+
+    def hash(self, path: Path) -> str | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        cached = self.entries.get(path)
+        if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
+            return cached[2]
+        digest = self._read(path)
+        if digest is not None:
+            self.entries[path] = (st.st_size, st.st_mtime_ns, digest)
+        return digest
+
+    def _read(self, path: Path) -> str | None:
+        self.reads += 1
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError:
+            return None
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a build's result depends on (SPEC §4); its digest decides whether to build."""
+
+    spec: dict[str, Any]
+    dir: str
+    image_maps: list[tuple[str, str]]  # (ImageMap name, image it resolves to)
+    cluster: dict[str, Any] | None
+    sources: dict[str, str]  # path relative to the spec's folder -> content hash
+
+    @classmethod
+    def of(
+        cls,
+        image: Image,
+        maps: list[tuple[str, str]],
+        cluster: models.Cluster | None,
+        sources: dict[str, str],
+    ) -> Inputs:
+        spec = image.spec.model_dump(mode="json")
+        cluster_spec = cluster.spec.model_dump(mode="json") if cluster else None
+        return cls(spec, str(image.dir), maps, cluster_spec, sources)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Inputs | None:
+        try:
+            data = json.loads(text)
+            data["image_maps"] = [tuple(pair) for pair in data["image_maps"]]
+            return cls(**data)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def change_reason(old: Inputs | None, new: Inputs) -> str:
+    """Why `new` needs a build after `old` was built, in words; "" when nothing changed."""
+    if old is None:
+        return "initial build"
+    if (old.spec, old.dir, old.cluster) != (new.spec, new.dir, new.cluster):
+        return "spec changed"
+    if old.image_maps != new.image_maps:
+        changed = [n for (n, i) in new.image_maps if (n, i) not in old.image_maps]
+        return f"image map {', '.join(changed) or 'list'} updated"
+    paths = sorted(
+        p
+        for p in old.sources.keys() | new.sources.keys()
+        if old.sources.get(p) != new.sources.get(p)
+    )
+    if not paths:
+        return ""
+    more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
+    return f"changed files: {', '.join(paths[:3])}{more}"
+
+
+def hash_sources(image: Image, index: Index, cache: HashCache) -> dict[str, str]:
+    """Each source file's path (relative to the image's spec folder) and content hash."""
+    base = image.loc.path.parent
+    out: dict[str, str] = {}
+    for path in source_files(image, index):
+        digest = cache.hash(path)
+        if digest is not None:
+            out[os.path.relpath(path, base)] = digest
+    return out

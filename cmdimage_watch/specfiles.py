@@ -1,0 +1,370 @@
+"""Spec files in: YAML text to validated Tilt objects, each with its file, line and column.
+
+Everything that can go wrong with a file (size, encoding, syntax, aliases, nesting, a
+non-mapping document) becomes a `SpecFile.error`; everything wrong with one object becomes
+that entry's `error`. Nothing here raises past `load_spec_file`. `graph` consumes the result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from cmdimage_watch import models
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 100
+MAX_NODES = 200_000  # what alias expansion may reach before we call it a bomb
+TILT_MARKER = models.API_VERSION
+KINDS = set(models.MODELS) | set(models.LIST_KINDS)
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A 1-based position in a spec file, printed the way editors and compilers do."""
+
+    path: Path
+    line: int = 1
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One Tilt object of a spec file: valid (`obj` set) or not (`error` set)."""
+
+    kind: str
+    name: str
+    loc: Loc
+    obj: models.TiltObject | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    path: Path
+    entries: tuple[Entry, ...] = ()
+    error: str = ""  # "file:line:col: message" when the file as a whole cannot be read
+
+    @property
+    def is_spec(self) -> bool:
+        return bool(self.entries or self.error)
+
+
+class SpecFileError(Exception):
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(f"{loc}: {message}")
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def load_spec_file(path: Path) -> SpecFile:
+    """Read one file; a file with none of our objects comes back with no entries."""
+    try:
+        data = path.read_bytes()
+        text = _decode(path, data)
+        entries = tuple(e for doc in _parse(path, text) for e in _entries(doc))
+    except SpecFileError as exc:
+        if TILT_MARKER not in data.decode("utf-8", "replace"):
+            return SpecFile(path)  # a broken file that never was ours: not our business
+        return SpecFile(path, error=str(exc))
+    return SpecFile(path, entries)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecFileError(
+            Loc(path), f"file is {len(data)} bytes; spec files are limited to 1 MiB"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecFileError(
+            Loc(path, line, column), f"byte 0x{data[exc.start]:02x} is not UTF-8; save as UTF-8"
+        ) from None
+
+
+Positions = dict[tuple[str | int, ...], Loc]
+
+
+@dataclass
+class _Doc:
+    value: Any
+    loc: Loc
+    positions: Positions = field(default_factory=dict)
+
+    def locate(self, path: tuple[str | int, ...]) -> Loc:
+        """The deepest known position along `path` (a key or item of the document)."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.positions:
+                return self.positions[path[:end]]
+        return self.loc
+
+
+def _parse(path: Path, text: str) -> list[_Doc]:
+    yaml = YAML(typ="rt")
+    docs: list[_Doc] = []
+    try:
+        for raw in yaml.load_all(text):
+            doc = _Doc(None, _node_loc(path, raw))
+            doc.value = _Copier(path, doc.positions).copy(raw, (), 0)
+            docs.append(doc)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
+        raise SpecFileError(loc, _yaml_message(exc)) from None
+    except YAMLError as exc:
+        raise SpecFileError(Loc(path), str(exc).strip()) from None
+    except RecursionError:
+        raise SpecFileError(Loc(path), f"nested deeper than {MAX_DEPTH} levels") from None
+    return docs
+
+
+def _yaml_message(exc: MarkedYAMLError) -> str:
+    problem = str(exc.problem or exc.context or "invalid YAML")
+    if "\\t" in problem or "\t" in problem or "tab" in problem:
+        return f"{problem} (YAML indents with spaces, not tabs)"
+    return problem
+
+
+def _node_loc(path: Path, node: Any) -> Loc:
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return Loc(path)
+    return Loc(path, lc.line + 1, lc.col + 1)
+
+
+@dataclass
+class _Copier:
+    """Copies ruamel's tree into plain values, noting positions, bounding depth and aliases."""
+
+    path: Path
+    positions: Positions
+    count: int = 0
+
+    def copy(self, node: Any, at: tuple[str | int, ...], depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecFileError(
+                self._loc(at), f"more than {MAX_NODES} values after expanding aliases"
+            )
+        if depth > MAX_DEPTH:
+            raise SpecFileError(self._loc(at), f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            return {str(k): self._child(node, k, (*at, str(k)), depth) for k in node}
+        if isinstance(node, list):
+            return [self._child(node, i, (*at, i), depth) for i in range(len(node))]
+        return node
+
+    def _child(self, parent: Any, key: Any, at: tuple[str | int, ...], depth: int) -> Any:
+        if at not in self.positions:
+            self.positions[at] = self._position(parent, key) or self._loc(at[:-1])
+        return self.copy(parent[key], at, depth + 1)
+
+    def _position(self, parent: Any, key: Any) -> Loc | None:
+        try:
+            if isinstance(parent, CommentedMap):
+                line, col = parent.lc.key(key)
+            elif isinstance(parent, CommentedSeq):
+                line, col = parent.lc.item(key)
+            else:
+                return None
+        except (KeyError, IndexError, TypeError):
+            return None
+        return Loc(self.path, line + 1, col + 1)
+
+    def _loc(self, at: tuple[str | int, ...]) -> Loc:
+        return self.positions.get(at, Loc(self.path))
+
+
+# --- documents to objects --------------------------------------------------------------
+
+
+def _entries(doc: _Doc) -> Iterator[Entry]:
+    value = doc.value
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise SpecFileError(doc.loc, f"a document must be a mapping, not {_type_name(value)}")
+    api, kind = value.get("apiVersion"), value.get("kind")
+    if api == "v1" and kind == "List":
+        yield from _items(doc, None)
+    elif api == models.API_VERSION and kind in models.LIST_KINDS:
+        yield from _items(doc, models.LIST_KINDS[kind])
+    elif api == models.API_VERSION and kind in models.MODELS:
+        yield _entry(doc, value, ())
+
+
+def _items(doc: _Doc, kind: str | None) -> Iterator[Entry]:
+    items = doc.value.get("items") or []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            continue
+        if kind and "kind" not in item:
+            item = {"apiVersion": models.API_VERSION, "kind": kind, **item}
+        if item.get("apiVersion") == models.API_VERSION and item.get("kind") in models.MODELS:
+            yield _entry(doc, item, ("items", i))
+
+
+def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry:
+    kind = str(value["kind"])
+    meta = value.get("metadata")
+    name = str(meta.get("name") or "") if isinstance(meta, dict) else ""
+    loc = doc.locate(at)
+    model = models.MODELS[kind]
+    if model is not models.ImageMap:
+        value = {k: v for k, v in value.items() if k != "status"}  # only ImageMaps keep one
+    try:
+        obj = model.model_validate(value)
+    except ValidationError as exc:
+        return Entry(kind, name, loc, error=_invalid(exc, doc, at, model))
+    return Entry(kind, name, loc, obj)
+
+
+# --- validation errors with positions and hints ----------------------------------------
+
+
+def _invalid(
+    exc: ValidationError, doc: _Doc, at: tuple[str | int, ...], model: type[BaseModel]
+) -> str:
+    first = exc.errors(include_url=False)[0]
+    more = exc.error_count() - 1
+    where = doc.locate(at + tuple(first["loc"]))
+    suffix = f" (+{more} more)" if more else ""
+    return f"invalid spec: {where}: {_field_path(first['loc'])}: {_describe(first, model)}{suffix}"
+
+
+def _field_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
+    if error["type"] == "extra_forbidden":
+        known = _known_fields(model, error["loc"][:-1])
+        guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.6)
+        return "unknown field" + (f"; did you mean {guess[0]}?" if guess else "")
+    if error["type"] == "missing":
+        return "required field is missing"
+    msg = error["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _known_fields(model: Any, loc: tuple[str | int, ...]) -> list[str]:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if part not in fields:
+            return []
+        model = _model_in(fields[part].annotation)
+        if model is None:
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, tuple):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# --- status files out ------------------------------------------------------------------
+
+STATUS_SUFFIXES = {".yaml": ".status.yaml", ".yml": ".status.yml"}
+
+
+def status_path(spec_path: Path) -> Path:
+    return spec_path.with_name(spec_path.stem + STATUS_SUFFIXES[spec_path.suffix])
+
+
+def is_status_file(path: Path) -> bool:
+    return path.name.endswith((".status.yaml", ".status.yml"))
+
+
+def render_status(spec_path: Path, documents: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    out.write(
+        f"# Generated by cmdimage-watch from {spec_path.name}: the status of each object in it.\n"
+        "# Do not edit; it is rewritten whenever a status changes.\n"
+    )
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    yaml.explicit_start = True
+    yaml.width = 4096  # long refs and digests stay on one line, greppable
+    yaml.dump_all(documents, out)
+    return out.getvalue()
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomically replace `path` with `text` (temp file, fsync, rename) unless it holds it."""
+    try:
+        if path.read_text("utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as a plain write would, not mkstemp's 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def read_status_file(path: Path) -> list[dict[str, Any]]:
+    """The documents of a status file we wrote earlier; [] when it is missing or unreadable."""
+    try:
+        text = path.read_text("utf-8")
+        if len(text) > MAX_FILE_BYTES:
+            return []
+        docs = list(YAML(typ="safe", pure=True).load_all(text))
+    except (OSError, UnicodeDecodeError, YAMLError, RecursionError):
+        return []
+    return [d for d in docs if isinstance(d, dict)]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,3 @@
+#!/bin/sh
+cat /etc/greeting.txt
+echo "and hello from sample-app"
