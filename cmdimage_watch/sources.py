@@ -8,6 +8,7 @@ compares the resulting digest with the one of the last successful build.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -22,7 +23,6 @@ from cmdimage_watch import models
 from cmdimage_watch.graph import Image, Index
 
 EDITOR_TEMPORARIES = ("*.sw?", "*~", "4913", ".#*", "#*#", "*___jb_tmp___", "*___jb_old___")
-_TEMP_SPEC = pathspec.PathSpec.from_lines("gitignore", EDITOR_TEMPORARIES)
 
 
 def is_never_source(name: str) -> bool:
@@ -30,7 +30,7 @@ def is_never_source(name: str) -> bool:
     return (
         name.startswith(".")
         or name.endswith((".status.yaml", ".status.yml"))
-        or _TEMP_SPEC.match_file(name)
+        or any(fnmatch.fnmatchcase(name, pattern) for pattern in EDITOR_TEMPORARIES)
     )
 
 

@@ -1,0 +1,94 @@
+"""Session fixtures for the real Docker engine and registry that `scripts/services.sh` runs.
+
+`scripts/test` starts both and exports DOCKER_HOST and CIW_REGISTRY; these fixtures check that
+they answer and hand them to the tests. A missing engine or registry fails the test that needs
+it, with the command that fixes it: nothing here skips.
+"""
+
+import os
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+BASE_IMAGE = "cmdimage-watch/busybox:latest"
+FIX = "run scripts/setup (or use scripts/test)"
+
+
+def ping_engine(host: str) -> None:
+    """Raise OSError unless the engine at `host` (unix:// or tcp://) answers /_ping with 200.
+
+    Not the SDK: its unix transport leaks the socket when connect() fails, and the resulting
+    ResourceWarning is an error under this suite's filterwarnings.
+    """
+    scheme, _, address = host.partition("://")
+    if scheme == "tcp":
+        with urllib.request.urlopen(f"http://{address}/_ping", timeout=10):
+            return
+    if scheme != "unix":
+        raise OSError(f"unsupported DOCKER_HOST scheme {scheme!r}: use unix:// or tcp://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(address)
+        sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        status_line = sock.recv(1024).split(b"\r\n", 1)[0]
+    if status_line.split()[1:2] != [b"200"]:
+        raise OSError(f"/_ping answered {status_line!r}")
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """The engine's address from DOCKER_HOST, checked with a ping."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host:
+        pytest.fail(f"DOCKER_HOST is not set, so no Docker engine: {FIX}", pytrace=False)
+    try:
+        ping_engine(host)
+    except OSError as exc:
+        problem = str(exc)
+    else:
+        return host
+    pytest.fail(f"No Docker engine at {host}: {FIX} ({problem})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
+    """One SDK client for the whole session, closed at its end."""
+    client = docker.DockerClient(base_url=docker_host, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def registry_host() -> str:
+    """The registry's host:port from CIW_REGISTRY, checked with a GET of /v2/."""
+    host = os.environ.get("CIW_REGISTRY", "")
+    if not host:
+        pytest.fail(f"CIW_REGISTRY is not set, so no registry: {FIX}", pytrace=False)
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/", timeout=10) as response:
+            status: int = response.status
+    except OSError as exc:
+        problem = str(exc)
+    else:
+        if status == 200:
+            return host
+        problem = f"status {status}, not 200"
+    pytest.fail(f"No registry answers at http://{host}/v2/: {FIX} ({problem})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient) -> str:
+    """A runnable busybox image in the engine (nothing can be pulled from the internet here)."""
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pass
+    else:
+        return BASE_IMAGE
+    pytest.fail(f"{BASE_IMAGE} is not in the engine: {FIX}", pytrace=False)
