@@ -126,6 +126,12 @@ class Builder:
             )
         return await asyncio.to_thread(self._tag_and_push, request, exp, docker_host)
 
+    def close(self) -> None:
+        """Close the Docker clients (their pooled connections); a later build opens new ones."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
     async def exists(self, cluster: models.Cluster | None, ref: str) -> bool:
         """Whether the engine of `cluster` still has `ref` (so an up-to-date image is kept)."""
         host = cluster.docker_host if cluster and cluster.docker_host else ""
@@ -152,7 +158,7 @@ class Builder:
                     f"Custom build {json.dumps(display)} timed out after {self.build_timeout:g} s "
                     f"(--build-timeout); see the log {log_path}"
                 ) from None
-            except asyncio.CancelledError:
+            except BaseException:  # cancelled, or the log's disk is full: end the build too
                 await self._stop(proc)
                 raise
             finally:
@@ -186,6 +192,8 @@ class Builder:
             why = "was not found on PATH or in"
         except PermissionError:
             why = "is not executable, run from"
+        except OSError as exc:  # ENOEXEC: a script without a #! line, or a foreign binary
+            why = f"could not be started ({exc.strerror}; does it start with #!?), run from"
         raise BuildError(
             f"Custom build {json.dumps(display)} failed: the program {image.spec.args[0]!r} {why} "
             f"{image.dir}; fix spec.args of CmdImage {image.name} in {image.loc}"
@@ -193,7 +201,7 @@ class Builder:
 
     async def _pump(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> int:
         assert proc.stdout is not None
-        async for raw in proc.stdout:
+        while raw := await read_line(proc.stdout):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             log.write(line + "\n")
             log.flush()
@@ -256,14 +264,18 @@ class Builder:
         return BuildResult(local, cluster)
 
     def _push(self, host: str, ref: refs.Ref, registry: refs.Registry) -> None:
+        error = ""
         try:
             events = self._client(host).images.push(ref.name, ref.tag, stream=True, decode=True)
-            for event in events:  # the SDK reports push failures only inside the stream
-                error = event.get("error") or (event.get("errorDetail") or {}).get("message")
-                if error:
-                    raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
+            # The SDK reports push failures only inside the stream; read it to its end, since
+            # a stream left half-read keeps its connection (and socket) open.
+            for event in events:
+                detail = event.get("errorDetail") or {}
+                error = error or event.get("error") or detail.get("message") or ""
         except docker.errors.DockerException as exc:
-            raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {exc}") from None
+            error = str(exc)
+        if error:
+            raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
 
 
 def needs_push(request: BuildRequest) -> bool:
@@ -297,12 +309,23 @@ def engine_error(host: str, exc: Exception) -> BuildError:
     )
 
 
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line, b"" at the end; a line longer than the stream's buffer limit comes in
+    pieces (iterating the stream raises ValueError on it, and the build would escape)."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the last line had no newline
+    except asyncio.LimitOverrunError as exc:
+        return await stream.readexactly(exc.consumed)
+
+
 def kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
 def _exit_text(rc: int) -> str:
-    if rc < 0:
-        return f"signal: {signal.Signals(-rc).name.removeprefix('SIG').lower()}"
+    if rc < 0:  # Go's (and so Tilt's) wording: "signal: killed", "signal: terminated"
+        return f"signal: {(signal.strsignal(-rc) or f'signal {-rc}').lower()}"
     return f"exit status {rc}"

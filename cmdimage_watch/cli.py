@@ -6,16 +6,22 @@ The only module that prints, exits or configures loguru's sinks.
 from __future__ import annotations
 
 import asyncio
+import enum
 import sys
+import time
 from pathlib import Path
 
 import typer
 from loguru import logger
+from pydantic import ValidationError
 
-from cmdimage_watch import project
+from cmdimage_watch import lifecycle, project, specfiles, status
 from cmdimage_watch.builder import Builder
+from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
-from cmdimage_watch.scheduler import Scheduler, status_writer
+from cmdimage_watch.lifecycle import LockedError
+from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings
 
 app = typer.Typer(
@@ -23,6 +29,17 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Rebuild Tilt CmdImage images when their inputs change.",
 )
+
+
+class OnChange(enum.StrEnum):
+    restart = "restart"
+    queue = "queue"
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
 
 DirArg = typer.Argument(Path(), help="The tree of spec files.", show_default=".")
 
@@ -34,10 +51,13 @@ def _root(path: Path) -> Path:
     return path.resolve()
 
 
-def _configure_logging(verbose: int, quiet: bool) -> None:
+def _configure_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
     logger.remove()
     level = "WARNING" if quiet else ("DEBUG" if verbose else "INFO")
-    logger.add(sys.stderr, level=level, format="{time:HH:mm:ss} {level: <7} {message}")
+    if log_format == "json":
+        logger.add(sys.stderr, level=level, serialize=True)
+    else:
+        logger.add(sys.stderr, level=level, format="{time:HH:mm:ss} {level: <7} {message}")
 
 
 def _print_build_line(name: str, line: str) -> None:
@@ -77,10 +97,10 @@ async def _build(settings: Settings, index: Index, names: list[str] | None, forc
     builder = Builder(
         settings.log_dir, output=_print_build_line, build_timeout=settings.build_timeout
     )
-    scheduler = Scheduler(index, builder, settings, state, inputs)
-    scheduler.on_status = status_writer(index, state)
+    reconciler = Reconciler(index, builder, settings, state, inputs)
+    reconciler.on_status = project.status_writer(index, state)
     try:
-        return await scheduler.run_once(names, force)
+        return await run_once(Scheduler(reconciler), names, force)
     finally:
         project.write_all(index, state, settings.root)
 
@@ -101,5 +121,143 @@ def validate(root: Path = DirArg) -> None:
     raise typer.Exit(1 if problems else 0)
 
 
+@app.command()
+def watch(
+    root: Path = DirArg,
+    debounce: float = typer.Option(0.05, help="Seconds of quiet before changes are handled."),
+    debounce_max: float = typer.Option(2.0, help="Seconds after which they are handled anyway."),
+    max_parallel: int = typer.Option(3, min=1, help="Builds at once."),
+    on_change: OnChange = typer.Option(
+        "restart", help="A change during a build: cancel and restart it, or queue a rebuild."
+    ),
+    stop_timeout: float = typer.Option(5.0, help="Seconds from SIGTERM to SIGKILL of a build."),
+    build_timeout: float = typer.Option(0, help="Seconds a build may run; 0 is no limit."),
+    storm_threshold: int = typer.Option(25, min=1, help="Log batches rebuilding more images."),
+    poll: bool = typer.Option(False, "--poll", help="Poll instead of inotify (WSL, NFS)."),
+    log_format: LogFormat = typer.Option("text", help="Log lines as text or one JSON object each."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Watch the tree and rebuild images as their inputs change (the default command)."""
+    _configure_logging(verbose, quiet, log_format.value)
+    try:
+        settings = Settings(
+            root=_root(root),
+            debounce=debounce,
+            debounce_max=debounce_max,
+            max_parallel=max_parallel,
+            on_change=on_change.value,
+            stop_timeout=stop_timeout,
+            build_timeout=build_timeout or None,
+            storm_threshold=storm_threshold,
+            poll=poll,
+        )
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from None
+    builder = Builder(
+        settings.log_dir,
+        output=_print_build_line,
+        stop_timeout=settings.stop_timeout,
+        build_timeout=settings.build_timeout,
+    )
+    try:
+        asyncio.run(Daemon(settings, builder).run())
+    except LockedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        builder.close()
+
+
+@app.command()
+def trigger(
+    root: Path = DirArg,
+    names: list[str] = typer.Argument(..., help="Images to rebuild now."),
+) -> None:
+    """Ask the running daemon to rebuild these images now, up to date or not."""
+    settings = Settings(root=_root(root))
+    if lifecycle.holder(settings.state_dir) is None:
+        typer.echo(
+            f"error: no cmdimage-watch is watching {settings.root}; start one with "
+            f"`cmdimage-watch watch {root}`, or build once with `cmdimage-watch build {root} "
+            f"{' '.join(names)} --force`",
+            err=True,
+        )
+        raise typer.Exit(1)
+    _check_names(project.load(settings.root), names)
+    folder = settings.state_dir / "triggers"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        specfiles.write_if_changed(folder / name, f"{time.time()}\n")
+
+
+@app.command()
+def wait(
+    root: Path = DirArg,
+    names: list[str] = typer.Argument(..., help="Images to wait for."),
+    timeout: float = typer.Option(0, "--timeout", help="Seconds; 0 waits as long as it takes."),
+) -> None:
+    """Block until these images have finished building; exit 0 if all succeeded."""
+    settings = Settings(root=_root(root))
+    _check_names(project.load(settings.root), names)
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        index = project.load(settings.root)
+        state, _ = project.read_state(index, settings.state_dir)
+        pending = _pending(settings, index, state, names)
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            typer.echo(f"error: timed out waiting for {', '.join(pending)}", err=True)
+            raise typer.Exit(1)
+        time.sleep(0.1)
+    failed = [n for n in names if _error_of(index, state, n)]
+    for name in failed:
+        typer.echo(f"{name}: {_error_of(index, state, name)}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _pending(settings: Settings, index: Index, state: status.State, names: list[str]) -> list[str]:
+    triggers = settings.state_dir / "triggers"
+    out = []
+    for name in names:
+        value = state.images.get(name)
+        done = value is not None and value.completed is not None and value.building is None
+        if (not done and not _error_of(index, state, name)) or (triggers / name).exists():
+            out.append(name)
+    return out
+
+
+def _error_of(index: Index, state: status.State, name: str) -> str:
+    image = index.images.get(name)
+    if image is None:
+        entries = [e for f in index.files.values() for e in f.entries if e.name == name]
+        return index.problem(entries[0]) if entries else "its spec is gone"
+    value = state.images.get(name)
+    if value is not None and value.completed is not None and value.building is None:
+        return value.completed.error
+    return ""
+
+
+def _check_names(index: Index, names: list[str]) -> None:
+    known = {e.name for f in index.files.values() for e in f.entries if e.kind == "CmdImage"}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        typer.echo(
+            f"error: no CmdImage named {', '.join(unknown)} (known: "
+            f"{', '.join(sorted(known)) or 'none'})",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph"}
+
+
 def main() -> None:
+    """`cmdimage-watch [DIR]` with no command is `cmdimage-watch watch [DIR]`."""
+    args = sys.argv[1:]
+    if not args or (args[0] not in COMMANDS and args[0] not in ("--help", "-h")):
+        sys.argv[1:1] = ["watch"]
     app()

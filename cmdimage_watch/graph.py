@@ -8,6 +8,7 @@ gives the dependency order that `scheduler` builds in.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class Index:
     file_watch_locs: dict[str, Loc] = field(default_factory=dict)
     publishers: dict[str, str] = field(default_factory=dict)  # image map -> CmdImage
     problems: dict[Loc, str] = field(default_factory=dict)  # entry -> why it is not usable
+    kept: set[Loc] = field(default_factory=set)  # invalid now, last good object kept
 
     def blocked(self, name: str) -> str:
         """Why a CmdImage of the index must not build (a cycle), or ""."""
@@ -55,6 +57,13 @@ class Index:
 
     def problem(self, entry: Entry) -> str:
         return entry.error or self.problems.get(entry.loc, "")
+
+    def frozen(self, name: str) -> bool:
+        """Whether `name` is a last good object kept while its spec is broken: it stays
+        published, and nothing of it rebuilds until the spec is fixed."""
+        image = self.images[name]
+        spec_file = self.files.get(image.loc.path)
+        return spec_file is None or bool(spec_file.error) or image.loc in self.kept
 
     def deps(self, name: str) -> list[str]:
         """The CmdImages whose builds `name` needs, in `imageMaps` order."""
@@ -110,6 +119,8 @@ def _mark_duplicates(index: Index, kind: str, name: str, entries: list[Entry]) -
 
 def _add(index: Index, entry: Entry) -> None:
     obj = entry.obj
+    if entry.error:
+        index.kept.add(entry.loc)
     if isinstance(obj, models.CmdImage):
         index.images[entry.name] = _image(obj, entry.loc)
     elif isinstance(obj, models.ImageMap):
@@ -126,9 +137,14 @@ def _image(obj: models.CmdImage, loc: Loc) -> Image:
     folder = loc.path.parent
     spec = obj.spec
     ref = refs.parse_ref(spec.ref)
-    out = folder / spec.outputs_image_ref_to if spec.outputs_image_ref_to else None
+    out = _norm(folder / spec.outputs_image_ref_to) if spec.outputs_image_ref_to else None
     name = obj.metadata.name
-    return Image(name, spec, loc, ref, refs.image_map_name(ref), folder / spec.dir, out)
+    return Image(name, spec, loc, ref, refs.image_map_name(ref), _norm(folder / spec.dir), out)
+
+
+def _norm(path: Path) -> Path:
+    """`a/../b` as `b`, so that folder containment is a plain comparison of parts."""
+    return Path(os.path.normpath(path))
 
 
 def _mark_double_publishers(index: Index) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +34,15 @@ def format_time(value: datetime) -> str:
 Time = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
 
 
+def _key_value(entry: str) -> str:
+    if "=" not in entry:
+        raise ValueError(f"{entry!r} is not KEY=VALUE; each entry sets one variable, like FOO=bar")
+    return entry
+
+
+EnvVar = Annotated[str, AfterValidator(_key_value)]  # checked one by one, so errors name the item
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -53,7 +63,7 @@ class CmdImageSpec(Model):
     ref: str
     args: list[str] = Field(min_length=1)
     dir: str = ""
-    env: list[str] = []
+    env: list[EnvVar] = []
     image_maps: list[str] = []
     output_mode: Literal["", "local-docker", "local-docker-and-remote", "remote"] = ""
     output_tag: str = ""
@@ -71,14 +81,6 @@ class CmdImageSpec(Model):
     @classmethod
     def _tag_is_valid(cls, value: str) -> str:
         return refs.validate_tag(value) if value else value
-
-    @field_validator("env")
-    @classmethod
-    def _env_has_equals(cls, value: list[str]) -> list[str]:
-        for i, entry in enumerate(value):
-            if "=" not in entry:
-                raise ValueError(f"env[{i}] is {entry!r}: each entry must be KEY=VALUE")
-        return value
 
     @model_validator(mode="after")
     def _one_tag_mode(self) -> Self:

@@ -8,7 +8,7 @@ the status file of a spec file. `scheduler` and `daemon` call these.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +183,13 @@ def _unresolved(index: Index, name: str) -> list[str]:
     if image.cluster != "default" and image.cluster not in index.clusters:
         found.append(f"{image.loc}: spec.cluster: no Cluster named {image.cluster}")
     return found
+
+
+def status_writer(index: Index, state: status.State) -> Callable[[list[str]], None]:
+    """An `on_status` callback that rewrites the status files showing the named images."""
+
+    def write(names: list[str]) -> None:
+        for path in sorted(files_showing(index, names)):
+            write_status(index, state, path)
+
+    return write

@@ -1,179 +1,180 @@
-"""Deciding and running builds: one reconcile per image, in dependency order, within a limit.
+"""When builds run: one worker per image, keyed by name, as kopf queues its handlers.
 
-A reconcile re-reads everything an image needs (cluster, ImageMaps, sources), compares the
-inputs digest with the last good build's, and builds only when they differ. Results go into
-`status.State`; `on_status` is told which images changed so their status files are written.
-Knows no YAML and no Docker: `builder` does the work.
+`request` marks an image dirty; requests for a busy image coalesce into one more pass.
+A worker waits until the images it needs are idle, reconciles within `--max-parallel`,
+cancels its running build when the inputs change under it (`--on-change restart`), and
+exits when nothing is left to do. Knows no YAML and no Docker.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 from loguru import logger
 
-from cmdimage_watch import models, project, sources, status
-from cmdimage_watch.builder import Builder, BuildError, BuildRequest
-from cmdimage_watch.graph import Image, Index, topological_order
-from cmdimage_watch.settings import Settings
+from cmdimage_watch import models
+from cmdimage_watch.graph import Index
+from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.sources import Inputs
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Wait(Exception):
-    """An image cannot build yet; str() is its `waiting.reason`."""
-
-
 @dataclass
+class _Slot:
+    """One image's worker and what it is doing."""
+
+    dirty: bool = True
+    force: bool = False
+    worker: asyncio.Task[None] | None = None
+    build: asyncio.Task[bool] | None = None
+    building: Inputs | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Scheduler:
-    index: Index
-    builder: Builder
-    settings: Settings
-    state: status.State = field(default_factory=status.State)
-    inputs: dict[str, Inputs] = field(default_factory=dict)  # of each last good build
-    cache: sources.HashCache = field(default_factory=sources.HashCache)
-    clock: Callable[[], datetime] = utc_now
-    on_status: Callable[[list[str]], None] = lambda names: None
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.settings = reconciler.settings
+        self._slots: dict[str, _Slot] = {}
+        self._limit = asyncio.Semaphore(self.settings.max_parallel)
+        self._checks: set[asyncio.Task[None]] = set()
+        self.scope: set[str] | None = None  # a one-shot run builds these and no others
 
-    async def run_once(self, names: Iterable[str] | None = None, force: bool = False) -> bool:
-        """Build what is out of date among `names` (all by default) and what they need."""
-        order = topological_order(self.index, self._with_deps(names))
-        slots = asyncio.Semaphore(self.settings.max_parallel)
-        tasks: dict[str, asyncio.Task[bool]] = {}
-        for name in order:
-            needs = [tasks[d] for d in self.index.deps(name) if d in tasks]
-            tasks[name] = asyncio.create_task(self._after(needs, name, slots, force))
-        results = await asyncio.gather(*tasks.values())
-        return all(results) and len(results) == len(order)
+    @property
+    def busy(self) -> set[str]:
+        return set(self._slots)
 
-    def _with_deps(self, names: Iterable[str] | None) -> set[str]:
-        todo = list(self.index.images if names is None else names)
-        found: set[str] = set()
-        while todo:
-            name = todo.pop()
-            if name not in found and name in self.index.images:
-                found.add(name)
-                todo.extend(self.index.deps(name))
-        return found
+    def building(self, name: str) -> bool:
+        slot = self._slots.get(name)
+        return slot is not None and slot.build is not None
 
-    async def _after(
-        self, needs: list[asyncio.Task[bool]], name: str, slots: asyncio.Semaphore, force: bool
-    ) -> bool:
-        await asyncio.gather(*needs)
-        return await self.reconcile(name, slots, force)
+    def request(self, names: Iterable[str], force: bool = False) -> None:
+        """Reconcile these images soon; a running build is checked against its new inputs."""
+        for name in names:
+            if name not in self.reconciler.index.images:
+                continue
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = _Slot()
+                slot.worker = asyncio.create_task(self._work(name, slot), name=f"worker {name}")
+            slot.dirty = True
+            slot.force |= force
+            if slot.build is not None and self.settings.on_change == "restart":
+                check = asyncio.create_task(self._cancel_if_stale(name, slot))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
 
-    async def reconcile(self, name: str, slots: asyncio.Semaphore, force: bool = False) -> bool:
-        """Bring one image up to date; True when it is (built now or already)."""
-        image = self.index.images[name]
+    def cancel(self, name: str) -> None:
+        """Stop whatever `name` is about to build or building (its spec is gone)."""
+        slot = self._slots.get(name)
+        if slot is None:
+            return
+        slot.dirty = True  # a build about to start plans anew instead, and finds it gone
+        if slot.build is not None:
+            slot.build.cancel()
+
+    async def _cancel_if_stale(self, name: str, slot: _Slot) -> None:
+        building = slot.building
+        new = await self.reconciler.inputs_of(name)
+        if slot.build is None or slot.building is not building or building is None:
+            return  # that build is over already
+        if slot.force or new is None or new.digest() != building.digest():
+            logger.info("{}: inputs changed during the build; cancelling it to start again", name)
+            slot.build.cancel()
+
+    async def _work(self, name: str, slot: _Slot) -> None:
         try:
-            cluster = self._cluster(image)
-            maps = self._resolve_maps(image)
-        except Wait as wait:
-            self._set(name, status.waiting(str(wait)))
+            while slot.dirty and name in self.reconciler.index.images:
+                slot.dirty = False
+                force, slot.force = slot.force, False
+                await self._needs_idle(name)
+                if await self._pass(name, slot, force):
+                    dependents = self.reconciler.index.dependents(name)
+                    self.request(d for d in dependents if self.scope is None or d in self.scope)
+        finally:
+            if self._slots.get(name) is slot:
+                del self._slots[name]
+            slot.done.set()
+
+    async def _needs_idle(self, name: str) -> None:
+        """Wait until no image that `name` depends on is dirty or building."""
+        while name in self.reconciler.index.images:
+            busy = [self._slots[d] for d in self.reconciler.index.deps(name) if d in self._slots]
+            if not busy:
+                return
+            await busy[0].done.wait()
+
+    async def _pass(self, name: str, slot: _Slot, force: bool) -> bool:
+        """One reconcile; True when it built an image (so its dependents must look)."""
+        if name not in self.reconciler.index.images or self.reconciler.index.frozen(name):
+            return False  # gone, or its spec file is broken: keep the last good image
+        plan = await self.reconciler.plan(name, force)
+        if plan is None:
             return False
-        hashes = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
-        new = Inputs.of(
-            image, [(n, s.image_from_local or s.image) for n, s in maps], cluster, hashes
-        )
-        if not force and await self._up_to_date(image, cluster, new):
-            return True
-        reason = "manual trigger" if force else self._reason(name, new)
-        async with slots:
-            return await self._build(image, cluster, maps, new, reason)
+        async with self._limit:
+            if slot.dirty:  # changed again while queued: plan anew
+                slot.force |= force
+                return False
+            slot.building = plan.inputs
+            slot.build = asyncio.create_task(self.reconciler.build(plan), name=f"build {name}")
+            try:
+                return await slot.build
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being stopped, not restarted
+                slot.dirty = True
+                return False
+            finally:
+                slot.build = None
+                slot.building = None
 
-    def _cluster(self, image: Image) -> models.Cluster | None:
-        blocked = self.index.blocked(image.name)
-        if blocked:
-            raise Wait(blocked)
-        cluster = self.index.cluster(image)
-        if cluster is None and image.cluster != "default":
-            raise Wait(f"waiting for cluster {image.cluster}: no Cluster object has that name")
-        return cluster
+    async def wait_idle(self, names: Iterable[str] | None = None) -> None:
+        """Return once no worker is left (of `names`, or of any image): every requested
+        image has been reconciled."""
+        wanted = None if names is None else set(names)
+        while busy := [s for n, s in self._slots.items() if wanted is None or n in wanted]:
+            await busy[0].done.wait()
 
-    def _resolve_maps(self, image: Image) -> list[tuple[str, models.ImageMapStatus]]:
-        resolved = []
-        for map_name in image.spec.image_maps:
-            found = status.image_map_status(map_name, self.index, self.state)
-            if found is not None:
-                resolved.append((map_name, found))
-            elif map_name in self.index.publishers or map_name in self.index.image_maps:
-                raise Wait(f"waiting for image map {map_name}")
-            else:
-                raise Wait(self.index.unknown_map_reason(map_name))
-        return resolved
-
-    async def _up_to_date(self, image: Image, cluster: models.Cluster | None, new: Inputs) -> bool:
-        if new.digest() != self.state.digests.get(image.name):
-            return False
-        old = self.state.images.get(image.name)
-        published = self.state.image_maps.get(image.publishes)
-        if old is None or old.building is not None or published is None:
-            return False  # a build left `building` by a crash counts as not built
-        ref = published.image_from_local
-        if image.output_mode != "remote" and not await self.builder.exists(cluster, ref):
-            return False
-        done = old.completed
-        started = done.started_at if done else self.clock()
-        finished = done.finished_at if done else started
-        self._set(image.name, status.succeeded(ref, "up to date", started, finished))
-        return True
-
-    def _reason(self, name: str, new: Inputs) -> str:
-        if name not in self.state.digests:
-            return "initial build"
-        old = self.inputs.get(name)
-        return (sources.change_reason(old, new) if old else "") or "inputs changed"
-
-    async def _build(
-        self,
-        image: Image,
-        cluster: models.Cluster | None,
-        maps: list[tuple[str, models.ImageMapStatus]],
-        new: Inputs,
-        reason: str,
-    ) -> bool:
-        started = self.clock()
-        self._set(image.name, status.building(reason, started))
-        logger.info("building {}: {}", image.name, reason)
-        try:
-            result = await self.builder.build(BuildRequest(image, cluster, maps, started))
-        except (BuildError, OSError) as exc:
-            logger.error("{} failed: {}", image.name, exc)
-            self._set(image.name, status.failed(str(exc), reason, started, self.clock()))
-            return False
-        local, remote = result.local_ref.familiar(), result.cluster_ref.familiar()
-        self.state.digests[image.name] = new.digest()
-        self.inputs[image.name] = new
-        self.state.image_maps[image.publishes] = status.published(local, remote, started)
-        self._save_inputs(image.name, new)
-        self._set(image.name, status.succeeded(local, reason, started, self.clock()))
-        logger.info("{} built: {}", image.name, local)
-        return True
-
-    def _save_inputs(self, name: str, new: Inputs) -> None:
-        try:
-            project.write_inputs(self.settings.state_dir, name, new)
-        except OSError as exc:
-            logger.error("could not record the inputs of {}: {}", name, exc)
-
-    def _set(self, name: str, value: models.CmdImageStatus) -> None:
-        self.state.images[name] = value
-        self.on_status([name])
+    async def shutdown(self, grace: float) -> int:
+        """Cancel every worker and its build, waiting `grace` seconds at most; count builds."""
+        self.reconciler.cancel_reason = "build cancelled: cmdimage-watch was stopped"
+        workers = [s.worker for s in self._slots.values() if s.worker is not None]
+        builds = sum(1 for s in self._slots.values() if s.build is not None)
+        for task in [*workers, *self._checks]:
+            task.cancel()
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=grace)
+            if pending:
+                logger.warning("{} workers did not stop within {:g} s", len(pending), grace)
+        return builds
 
 
-def status_writer(index: Index, state: status.State) -> Callable[[list[str]], None]:
-    """An `on_status` that rewrites the status files showing the named images."""
+async def run_once(scheduler: Scheduler, names: Iterable[str] | None, force: bool = False) -> bool:
+    """Reconcile `names` (all when None) and what they need, once; True when all are up to
+    date. Only the named images are forced; what depends on them is left alone."""
+    index = scheduler.reconciler.index
+    named = set(index.images if names is None else names)
+    wanted = with_deps(index, named)
+    scheduler.scope = wanted
+    scheduler.request(sorted(wanted - named))
+    scheduler.request(sorted(named), force)
+    await scheduler.wait_idle()
+    return all(_ok(scheduler.reconciler.state.images.get(name)) for name in wanted)
 
-    def write(names: list[str]) -> None:
-        paths: set[Path] = project.files_showing(index, names)
-        for path in sorted(paths):
-            project.write_status(index, state, path)
 
-    return write
+def _ok(value: models.CmdImageStatus | None) -> bool:
+    return value is not None and value.completed is not None and not value.completed.error
+
+
+def with_deps(index: Index, names: Iterable[str]) -> set[str]:
+    """`names` and every image they need, transitively."""
+    todo = [n for n in names if n in index.images]
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(index.deps(name))
+    return found

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pathspec
+import watchfiles
 
 from cmdimage_watch import models
 from cmdimage_watch.graph import Image, Index
@@ -69,20 +70,36 @@ class Root:
                 return True
         return False
 
+    def covers(self, path: Path) -> bool:
+        """Whether a change at `path` can change this root's sources."""
+        if path != self.path and self.path not in path.parents:
+            return False
+        rel = path.relative_to(self.path).parts
+        if any(is_never_source(part) for part in rel):
+            return False
+        return not self.ignored(path, path.is_dir())
+
 
 def roots(image: Image, index: Index) -> list[Root]:
     watch = index.file_watches.get(f"image:{image.publishes}")
     if watch is None:
         return [Root(image.dir, ((image.dir, _dockerignore(image.dir)),))]
-    folder = index.file_watch_locs[watch.metadata.name].path.parent
+    return file_watch_roots(watch, index.file_watch_locs[watch.metadata.name].path.parent)
+
+
+def file_watch_roots(watch: models.FileWatch, folder: Path) -> list[Root]:
     ignores = tuple(
         (
-            folder / i.base_path,
+            _norm(folder / i.base_path),
             pathspec.PathSpec.from_lines("gitignore", dockerignore_lines(i.patterns)),
         )
         for i in watch.spec.ignores
     )
-    return [Root(folder / watched, ignores) for watched in watch.spec.watched_paths]
+    return [Root(_norm(folder / watched), ignores) for watched in watch.spec.watched_paths]
+
+
+def _norm(path: Path) -> Path:
+    return Path(os.path.normpath(path))
 
 
 def _dockerignore(folder: Path) -> pathspec.PathSpec[Any]:
@@ -219,3 +236,41 @@ def hash_sources(image: Image, index: Index, cache: HashCache) -> dict[str, str]
         if digest is not None:
             out[os.path.relpath(path, base)] = digest
     return out
+
+
+class ChangeFilter(watchfiles.DefaultFilter):
+    """Lets through what can matter: never status files, editor temporaries, hidden entries
+    (but for `allowed`, the daemon's trigger folder)."""
+
+    def __init__(self, allowed: Path) -> None:
+        super().__init__(ignore_dirs=(), ignore_entity_patterns=())
+        self.allowed = str(allowed) + os.sep
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        if path.startswith(self.allowed):
+            return True
+        return not is_never_source(Path(path).name) or path.endswith("/.dockerignore")
+
+
+def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path]:
+    """The folders under `base` worth watching: not hidden, and not ignored by every source
+    root that covers them (unless a spec file lives there: `keep`). Pruned before entering."""
+    by_path: dict[Path, list[Root]] = {}
+    for root in roots:
+        by_path.setdefault(root.path, []).append(root)
+    kept = {a for k in keep for a in (k, *k.parents)}
+    found = []
+    for folder, dirs, _ in os.walk(base):
+        here = Path(folder)
+        found.append(here)
+        dirs[:] = [
+            d for d in dirs if not is_never_source(d) and not _pruned(here / d, by_path, kept)
+        ]
+    return found
+
+
+def _pruned(path: Path, by_path: dict[Path, list[Root]], kept: set[Path]) -> bool:
+    if path in kept:
+        return False
+    covering = [r for folder in (path, *path.parents) for r in by_path.get(folder, ())]
+    return bool(covering) and all(r.ignored(path, True) for r in covering)

@@ -7,22 +7,27 @@ that entry's `error`. Nothing here raises past `load_spec_file`. `graph` consume
 
 from __future__ import annotations
 
+import base64
 import difflib
 import io
 import os
-import tempfile
+import re
+import secrets
 import types
 import typing
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from cmdimage_watch import models
 
@@ -72,36 +77,68 @@ class SpecFileError(Exception):
         super().__init__(f"{loc}: {message}")
 
 
+def keep_last_good(old: SpecFile | None, new: SpecFile) -> SpecFile:
+    """`new`, but while it (or one of its objects) is broken, with the last good objects of
+    `old` in place of the broken ones; their errors stay, so they are reported."""
+    if old is None:
+        return new
+    if new.error:
+        return SpecFile(new.path, old.entries, new.error)
+    good = {(e.kind, e.name): e.obj for e in old.entries if e.obj is not None}
+    entries = tuple(
+        replace(e, obj=good.get((e.kind, e.name))) if e.error and e.name else e for e in new.entries
+    )
+    return SpecFile(new.path, entries)
+
+
 # --- reading --------------------------------------------------------------------------
 
 
 def load_spec_file(path: Path) -> SpecFile:
     """Read one file; a file with none of our objects comes back with no entries."""
     try:
-        data = path.read_bytes()
-        text = _decode(path, data)
+        data, size = _read(path)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return SpecFile(path)  # gone since whatever named it: a missing file means deleted
+    except OSError as exc:
+        return SpecFile(path, error=f"{Loc(path)}: cannot read the file: {exc.strerror or exc}")
+    try:
+        text = _decode(path, data, size)
         entries = tuple(e for doc in _parse(path, text) for e in _entries(doc))
     except SpecFileError as exc:
-        if TILT_MARKER not in data.decode("utf-8", "replace"):
+        if TILT_MARKER.encode() not in data:
             return SpecFile(path)  # a broken file that never was ours: not our business
         return SpecFile(path, error=str(exc))
     return SpecFile(path, entries)
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _read(path: Path) -> tuple[bytes, int]:
+    """At most one byte more than the limit (a huge file costs no memory), and the real size."""
+    with path.open("rb") as f:
+        return f.read(MAX_FILE_BYTES + 1), os.fstat(f.fileno()).st_size
+
+
+def _decode(path: Path, data: bytes, size: int) -> str:
     if len(data) > MAX_FILE_BYTES:
         raise SpecFileError(
-            Loc(path), f"file is {len(data)} bytes; spec files are limited to 1 MiB"
+            Loc(path), f"file is {max(size, len(data))} bytes; spec files are limited to 1 MiB"
         )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = data[: exc.start]
-        line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
         raise SpecFileError(
-            Loc(path, line, column), f"byte 0x{data[exc.start]:02x} is not UTF-8; save as UTF-8"
+            _loc_after(path, data[: exc.start].decode("utf-8")),
+            f"byte 0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8",
         ) from None
+
+
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what ruamel counts as one
+
+
+def _loc_after(path: Path, before: str) -> Loc:
+    """The position that follows the text `before`, in characters as ruamel's marks are."""
+    lines = _LINE_BREAK.split(before)
+    return Loc(path, len(lines), len(lines[-1]) + 1)
 
 
 Positions = dict[tuple[str | int, ...], Loc]
@@ -122,36 +159,84 @@ class _Doc:
 
 
 def _parse(path: Path, text: str) -> list[_Doc]:
-    yaml = YAML(typ="rt")
     docs: list[_Doc] = []
-    try:
-        for raw in yaml.load_all(text):
-            doc = _Doc(None, _node_loc(path, raw))
-            doc.value = _Copier(path, doc.positions).copy(raw, (), 0)
-            docs.append(doc)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
-        raise SpecFileError(loc, _yaml_message(exc)) from None
-    except YAMLError as exc:
-        raise SpecFileError(Loc(path), str(exc).strip()) from None
-    except RecursionError:
-        raise SpecFileError(Loc(path), f"nested deeper than {MAX_DEPTH} levels") from None
+    for raw, loc in _load_all(path, text):
+        doc = _Doc(None, loc)
+        doc.value = _Copier(path, doc.positions).copy(raw, (), 0)
+        docs.append(doc)
     return docs
+
+
+def _load_all(path: Path, text: str) -> Iterator[tuple[Any, Loc]]:
+    """ruamel's documents, each with where it starts; what it raises on bad input is a
+    SpecFileError."""
+    yaml = _yaml()
+    stream = yaml.load_all(text)
+    try:
+        while True:
+            try:
+                raw = next(stream)
+            except StopIteration:
+                return
+            except MarkedYAMLError as exc:
+                raise SpecFileError(_mark_loc(path, exc), _yaml_message(exc)) from None
+            except ReaderError as exc:
+                char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+                raise SpecFileError(
+                    _loc_after(path, text[: exc.position]),
+                    f"character U+{char:04X} is not allowed in YAML; delete it",
+                ) from None
+            except YAMLError as exc:
+                raise SpecFileError(Loc(path), str(exc).strip()) from None
+            except RecursionError:
+                raise SpecFileError(Loc(path), f"nested deeper than {MAX_DEPTH} levels") from None
+            except Exception as exc:  # ruamel's own bugs on odd input (`!!omap` repeating a key)
+                raise SpecFileError(Loc(path), f"unreadable YAML: {exc!r}") from None
+            mark = yaml.constructor.document_start
+            yield raw, Loc(path, mark.line + 1, mark.column + 1)
+    finally:
+        stream.close()
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
+    yaml.max_depth = MAX_DEPTH + 1  # the composer counts the document itself; ruamel >= 0.19
+    yaml.composer.warn_double_anchors = False  # YAML allows redefining one; the last one counts
+    return yaml
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's, except that a value it cannot convert (`2024-02-30`, `!!int x`) is a marked
+    error rather than a bare ValueError or KeyError."""
+
+    document_start: Any = None
+
+    def construct_document(self, node: Any) -> Any:
+        self.document_start = node.start_mark  # a scalar document has no other position
+        return super().construct_document(node)
+
+    def construct_non_recursive_object(self, node: Any, tag: Any = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, KeyError, TypeError) as exc:
+            kind = str(tag or node.tag).rpartition(":")[2]
+            problem = f"cannot read this {kind} value: {exc}"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _mark_loc(path: Path, exc: MarkedYAMLError) -> Loc:
+    mark = exc.problem_mark or exc.context_mark
+    return Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
 
 
 def _yaml_message(exc: MarkedYAMLError) -> str:
     problem = str(exc.problem or exc.context or "invalid YAML")
+    if problem.startswith("maximum depth"):
+        return f"nested deeper than {MAX_DEPTH} levels"
     if "\\t" in problem or "\t" in problem or "tab" in problem:
         return f"{problem} (YAML indents with spaces, not tabs)"
     return problem
-
-
-def _node_loc(path: Path, node: Any) -> Loc:
-    lc = getattr(node, "lc", None)
-    if lc is None or lc.line is None:
-        return Loc(path)
-    return Loc(path, lc.line + 1, lc.col + 1)
 
 
 @dataclass
@@ -174,7 +259,7 @@ class _Copier:
             return {str(k): self._child(node, k, (*at, str(k)), depth) for k in node}
         if isinstance(node, list):
             return [self._child(node, i, (*at, i), depth) for i in range(len(node))]
-        return node
+        return _plain(node)
 
     def _child(self, parent: Any, key: Any, at: tuple[str | int, ...], depth: int) -> Any:
         if at not in self.positions:
@@ -197,6 +282,21 @@ class _Copier:
         return self.positions.get(at, Loc(self.path))
 
 
+def _plain(value: Any) -> Any:
+    """A scalar as the builtin value JSON would carry: ruamel's subclasses keep style, and a
+    tagged scalar or bytes would break `model_dump(mode="json")` of an `Any` field later."""
+    if isinstance(value, TaggedScalar):
+        return value.value  # a local tag (`!foo x`) means nothing to Tilt
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()  # `!!binary`, as Kubernetes' JSON has []byte
+    if isinstance(value, bool | ScalarBoolean):  # before int: both are ints to Python
+        return bool(value)
+    for builtin in (str, int, float):
+        if isinstance(value, builtin):
+            return builtin(value)
+    return value
+
+
 # --- documents to objects --------------------------------------------------------------
 
 
@@ -207,6 +307,8 @@ def _entries(doc: _Doc) -> Iterator[Entry]:
     if not isinstance(value, dict):
         raise SpecFileError(doc.loc, f"a document must be a mapping, not {_type_name(value)}")
     api, kind = value.get("apiVersion"), value.get("kind")
+    if not isinstance(kind, str):
+        return  # not a kind we know (and a mapping or list would not even hash)
     if api == "v1" and kind == "List":
         yield from _items(doc, None)
     elif api == models.API_VERSION and kind in models.LIST_KINDS:
@@ -222,7 +324,7 @@ def _items(doc: _Doc, kind: str | None) -> Iterator[Entry]:
             continue
         if kind and "kind" not in item:
             item = {"apiVersion": models.API_VERSION, "kind": kind, **item}
-        if item.get("apiVersion") == models.API_VERSION and item.get("kind") in models.MODELS:
+        if item.get("apiVersion") == models.API_VERSION and _str(item.get("kind")) in models.MODELS:
             yield _entry(doc, item, ("items", i))
 
 
@@ -235,7 +337,7 @@ def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry
     if model is not models.ImageMap:
         value = {k: v for k, v in value.items() if k != "status"}  # only ImageMaps keep one
     try:
-        obj = model.model_validate(value)
+        obj = model.model_validate(value, by_name=False)  # Tilt's camelCase names only
     except ValidationError as exc:
         return Entry(kind, name, loc, error=_invalid(exc, doc, at, model))
     return Entry(kind, name, loc, obj)
@@ -247,7 +349,9 @@ def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry
 def _invalid(
     exc: ValidationError, doc: _Doc, at: tuple[str | int, ...], model: type[BaseModel]
 ) -> str:
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # An unknown key first: `arg:` for `args:` also makes `args` missing; the hint explains both.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     more = exc.error_count() - 1
     where = doc.locate(at + tuple(first["loc"]))
     suffix = f" (+{more} more)" if more else ""
@@ -298,9 +402,14 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _type_name(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    for kind, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "a list" if isinstance(value, list) else type(value).__name__
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 # --- status files out ------------------------------------------------------------------
@@ -333,21 +442,24 @@ def render_status(spec_path: Path, documents: list[dict[str, Any]]) -> str:
 
 def write_if_changed(path: Path, text: str) -> bool:
     """Atomically replace `path` with `text` (temp file, fsync, rename) unless it holds it."""
+    data = text.encode("utf-8")
     try:
-        if path.read_text("utf-8") == text:
+        if path.read_bytes() == data:  # bytes: read_text would hide a CRLF difference
             return False
-    except (FileNotFoundError, UnicodeDecodeError):
+    except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Mode 0o666 under the umask, as a plain write gets; reading the umask with os.umask()
+    # would set it process-wide for a moment, racing files other threads create.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # as a plain write would, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        Path(tmp).replace(path)
+        tmp.replace(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return True
 
@@ -362,9 +474,3 @@ def read_status_file(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError, YAMLError, RecursionError):
         return []
     return [d for d in docs if isinstance(d, dict)]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

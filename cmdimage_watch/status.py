@@ -64,6 +64,7 @@ class State:
     images: dict[str, models.CmdImageStatus] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # of the last successful build
     image_maps: dict[str, models.ImageMapStatus] = field(default_factory=dict)
+    file_watches: dict[str, models.FileWatchStatus] = field(default_factory=dict)
 
 
 def dump(value: BaseModel | None) -> dict[str, Any]:
@@ -106,7 +107,21 @@ def _entry_document(entry: Entry, index: Index, state: State) -> dict[str, Any]:
         return document(entry.kind, entry.name, status, **annotations)
     if entry.kind == "ImageMap":
         return document(entry.kind, entry.name, dump(image_map_status(entry.name, index, state)))
+    if entry.kind == "FileWatch":
+        return document(entry.kind, entry.name, dump(state.file_watches.get(entry.name)))
     return document(entry.kind, entry.name, {})
+
+
+MAX_FILE_EVENTS = 20  # as Tilt keeps
+
+
+def file_event(
+    old: models.FileWatchStatus | None, now: datetime, seen: list[str]
+) -> models.FileWatchStatus:
+    """`old` with one more event of `seen` files at `now`, keeping the last twenty."""
+    old = old or models.FileWatchStatus(monitor_start_time=now)
+    events = [*old.file_events, models.FileEvent(time=now, seen_files=sorted(seen))]
+    return old.model_copy(update={"last_event_time": now, "file_events": events[-MAX_FILE_EVENTS:]})
 
 
 def image_map_status(name: str, index: Index, state: State) -> models.ImageMapStatus | None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+import looptime
 
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.specfiles import load_spec_file
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def cmdimage(name: str, ref: str | None = None, **spec: Any) -> str:
@@ -45,3 +53,24 @@ def write(path: Path, *docs: str) -> Path:
 
 def index_of(*paths: Path) -> Index:
     return build_index(load_spec_file(p) for p in paths)
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, virtual: bool = False) -> T:
+    """Run `coro` on a new loop, closed afterwards; with `virtual`, on looptime's loop, whose
+    clock jumps ahead whenever every task sleeps (so a 100 s build takes no time)."""
+    loop = looptime.new_event_loop() if virtual else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+def on_virtual_time(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """An async test run to completion on virtual time (see `run_async`)."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        run_async(test(*args, **kwargs), virtual=True)
+
+    return run

@@ -26,7 +26,7 @@ def test_relative_dir_and_ref_file_resolve_against_the_spec_folder(tmp_path: Pat
         cmdimage("b"),
     )
     index = index_of(spec)
-    assert index.images["a"].dir == tmp_path / "sub" / "../src"
+    assert index.images["a"].dir == tmp_path / "src"
     assert index.images["a"].outputs_ref_to == tmp_path / "sub" / "out/ref.txt"
     assert index.images["b"].dir == tmp_path / "sub"
 

@@ -1,0 +1,308 @@
+"""The long-running `watch`: lock, orphans, the first scan, the watchfiles loop, shutdown.
+
+A batch of changed paths is turned into work: spec files are re-read (keeping the last good
+objects of a broken one), the index is rebuilt, and the images whose spec, context or
+sources a path touches are handed to the `scheduler`. Status files are written from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import time
+from pathlib import Path
+
+import watchfiles
+from loguru import logger
+
+from cmdimage_watch import models, project, sources, specfiles, status
+from cmdimage_watch.builder import Builder
+from cmdimage_watch.graph import Index, build_index
+from cmdimage_watch.lifecycle import BuildRecords, StateLock
+from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.scheduler import Scheduler
+from cmdimage_watch.settings import Settings
+from cmdimage_watch.specfiles import SpecFile
+
+STEP_MS = 10  # how often watchfiles looks at what it has seen; bounds the added latency
+
+
+class Daemon:
+    def __init__(self, settings: Settings, builder: Builder) -> None:
+        self.settings = settings
+        self.root = settings.root
+        self.files: dict[Path, SpecFile] = {}
+        self.index = Index()
+        self.records = BuildRecords(settings.state_dir / "builds")
+        builder.on_spawn = self.records.update
+        self.reconciler = Reconciler(self.index, builder, settings)
+        self.reconciler.on_status = self._write_statuses
+        self.scheduler = Scheduler(self.reconciler)
+        self.roots: dict[str, list[sources.Root]] = {}
+        self.watched: set[Path] = set()
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the first scan is done and builds requested
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        with StateLock(self.settings.state_dir, self.root):
+            self.records.end_orphans(self.settings.stop_timeout)
+            self._install_signal_handlers()
+            await self._start()
+            try:
+                await self._watch_loop()
+            finally:
+                cancelled = await self.scheduler.shutdown(self.settings.stop_timeout + 5)
+                if cancelled:
+                    logger.info("stopped; cancelled {} running build(s)", cancelled)
+                project.write_all(self.index, self.reconciler.state, self.root)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+
+    async def _start(self) -> None:
+        for path in project.scan(self.root):
+            loaded = specfiles.load_spec_file(path)
+            if loaded.is_spec:
+                self.files[path] = loaded
+        self._set_index(build_index(self.files.values()))
+        state, inputs = project.read_state(self.index, self.settings.state_dir)
+        self.reconciler.state, self.reconciler.inputs = state, inputs
+        project.write_all(self.index, state, self.root)
+        now = self.reconciler.clock()
+        for name in self.index.file_watches:
+            state.file_watches[name] = models.FileWatchStatus(monitor_start_time=now)
+        logger.info(
+            "watching {}: {} image(s) in {} spec file(s)",
+            self.root,
+            len(self.index.images),
+            len(self.files),
+        )
+        self._request(set(self.index.images), "start-up")
+        left = self._triggers(set(self.trigger_dir.glob("*")))  # by a daemon that died
+        if left:
+            self._run_triggers(left)
+        self.ready.set()
+
+    def _set_index(self, index: Index) -> None:
+        old, self.index = self.index, index
+        self.reconciler.index = index
+        self.roots = {
+            name: self.roots[name]
+            if name in self.roots and _sources_of(old, name) == _sources_of(index, name)
+            else sources.roots(image, index)
+            for name, image in index.images.items()
+        }
+
+    # --- the watch loop ----------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        poll = self.settings.poll
+        while not self.stop.is_set():
+            dirs = self.watched = self._watch_dirs()
+            try:
+                await self._watch(dirs, poll)
+            except OSError as exc:
+                if (exc.errno != errno.ENOSPC and "inotify" not in str(exc)) or poll:
+                    raise
+                poll = True
+                logger.warning(
+                    "inotify watch limit reached ({}); polling instead. Raise "
+                    "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
+                    exc,
+                )
+
+    async def _watch(self, dirs: set[Path], poll: bool) -> None:
+        """Handle batches until the watched folders change or the daemon stops.
+
+        A batch ends after `debounce` with no event at all, or `debounce_max` after its first
+        event. watchfiles' `step` cannot be the quiet period: it ends a batch as soon as the
+        *set* of changed paths stops growing, so fifty saves of one file would be many batches.
+        Its timeout can: it yields an empty set after that long without any event.
+        """
+        quiet_ms = max(1, int(self.settings.debounce * 1000))
+        pending: set[Path] = set()
+        first = 0.0
+        async for changes in watchfiles.awatch(
+            *dirs,
+            watch_filter=sources.ChangeFilter(self.trigger_dir),
+            debounce=int(self.settings.debounce_max * 1000),
+            step=min(STEP_MS, quiet_ms),
+            rust_timeout=quiet_ms,
+            yield_on_timeout=True,
+            stop_event=self.stop,
+            force_polling=poll,
+            recursive=False,
+            ignore_permission_denied=True,
+        ):
+            if changes and not pending:
+                first = time.monotonic()
+            pending.update(Path(p) for _, p in changes)
+            capped = time.monotonic() - first >= self.settings.debounce_max
+            if not pending or (changes and not capped):
+                continue  # quiet for `debounce` yet, or the cap, before handling the batch
+            batch, pending = pending, set()
+            if self._handle(batch):
+                return  # folders came or went: watch the new set
+
+    @property
+    def trigger_dir(self) -> Path:
+        return self.settings.state_dir / "triggers"
+
+    def _watch_dirs(self) -> set[Path]:
+        """Every folder to watch: the tree's, pruned where all sources ignore it, plus the
+        source folders outside the tree and the trigger folder."""
+        self.trigger_dir.mkdir(parents=True, exist_ok=True)
+        all_roots = [r for roots in self.roots.values() for r in roots]
+        keep = {p.parent for p in self.files}
+        found = {self.trigger_dir, *sources.watched_folders(self.root, all_roots, keep)}
+        for root in all_roots:
+            if root.path == self.root or self.root in root.path.parents:
+                continue  # the tree's own walk covers it
+            if root.path.is_dir():
+                found.update(sources.watched_folders(root.path, all_roots, keep))
+            elif root.path.parent.is_dir():
+                found.add(root.path.parent)
+        return found
+
+    def _handle(self, paths: set[Path]) -> bool:
+        """Turn one batch of changed paths into work; True when the watched folders change."""
+        triggered = self._triggers(paths)
+        spec_paths = {
+            p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)
+        }
+        requested = self._reload(spec_paths) if spec_paths else {}
+        requested.update(self._ignore_files_changed(paths))
+        for name, roots in self.roots.items():
+            hits = [p for p in paths - spec_paths if any(r.covers(p) for r in roots)]
+            if hits:
+                requested.setdefault(name, _relative(hits, self.root))
+        self._record_file_events(paths - spec_paths)
+        self._request(set(requested), _cause(requested))
+        if triggered:
+            self._run_triggers(triggered)
+        moved = any(p.is_dir() or p in self.watched for p in paths)
+        return bool(spec_paths or moved) and self._watch_dirs() != self.watched
+
+    def _ignore_files_changed(self, paths: set[Path]) -> dict[str, str]:
+        folders = {p.parent for p in paths if p.name == ".dockerignore"}
+        hit = {n: "changed .dockerignore" for n, i in self.index.images.items() if i.dir in folders}
+        for name in hit:
+            self.roots[name] = sources.roots(self.index.images[name], self.index)
+        return hit
+
+    def _triggers(self, paths: set[Path]) -> dict[str, bytes]:
+        """The trigger files among `paths`, by image name, with what each holds."""
+        found = {}
+        for path in paths:
+            if path.parent != self.trigger_dir or path.name.startswith("."):
+                continue  # "." names are `trigger`'s temp files, renamed into place
+            with contextlib.suppress(OSError):
+                found[path.name] = path.read_bytes()
+        if found:
+            logger.info("triggered: {}", ", ".join(sorted(found)))
+        return found
+
+    def _run_triggers(self, triggers: dict[str, bytes]) -> None:
+        """Force these builds. Their trigger files go only once the builds are done, as
+        `wait` takes a trigger file that is still there for a build still to come."""
+        self.scheduler.request(sorted(triggers), force=True)
+        task = asyncio.create_task(self._clear_triggers(triggers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _clear_triggers(self, triggers: dict[str, bytes]) -> None:
+        await self.scheduler.wait_idle(triggers)
+        for name, seen in triggers.items():
+            path = self.trigger_dir / name
+            with contextlib.suppress(OSError):
+                if path.read_bytes() == seen:  # else triggered again since; that one clears it
+                    path.unlink()
+
+    def _reload(self, paths: set[Path]) -> dict[str, str]:
+        """Re-read these spec files; the images whose spec or context changed, with why."""
+        old = self.index
+        for path in paths:
+            loaded = specfiles.load_spec_file(path) if path.exists() else SpecFile(path)
+            if loaded.is_spec:
+                self.files[path] = specfiles.keep_last_good(self.files.get(path), loaded)
+                if loaded.error:
+                    logger.error("{}", loaded.error)
+            else:
+                self.files.pop(path, None)
+        self._set_index(build_index(self.files.values()))
+        for name in set(old.images) - set(self.index.images):
+            logger.info("{} removed: its spec is gone", name)
+            self.scheduler.cancel(name)
+            self.reconciler.forget(name, old.images[name].publishes)
+        changed = _changed_images(old, self.index)
+        for path in paths:
+            project.write_status(self.index, self.reconciler.state, path)
+        self._write_statuses(sorted(changed))
+        return {name: "spec changed" for name in changed}
+
+    def _record_file_events(self, paths: set[Path]) -> None:
+        now = self.reconciler.clock()
+        state = self.reconciler.state
+        for name, watch in self.index.file_watches.items():
+            folder = self.index.file_watch_locs[name].path.parent
+            roots = sources.file_watch_roots(watch, folder)
+            seen = [str(p) for p in paths if any(r.covers(p) for r in roots)]
+            if seen:
+                state.file_watches[name] = status.file_event(
+                    state.file_watches.get(name), now, seen
+                )
+                project.write_status(self.index, state, self.index.file_watch_locs[name].path)
+
+    def _request(self, names: set[str], cause: str) -> None:
+        if len(names) > self.settings.storm_threshold:
+            logger.warning(
+                "{} images to re-evaluate at once ({}); building in dependency order, {} at a time",
+                len(names),
+                cause,
+                self.settings.max_parallel,
+            )
+        self.scheduler.request(sorted(names))
+
+    def _write_statuses(self, names: list[str]) -> None:
+        for path in sorted(project.files_showing(self.index, names)):
+            project.write_status(self.index, self.reconciler.state, path)
+
+
+def _changed_images(old: Index, new: Index) -> set[str]:
+    """Images that are new, or whose spec or anything it reads from the index changed;
+    plus the images that depended on one that is gone."""
+    changed = {name for name in new.images if _context(old, name) != _context(new, name)}
+    gone = {old.images[n].publishes for n in set(old.images) - set(new.images)}
+    changed |= {n for n, image in new.images.items() if gone & set(image.spec.image_maps)}
+    return changed
+
+
+def _sources_of(index: Index, name: str) -> object:
+    image = index.images.get(name)
+    return image and (image.dir, index.file_watches.get(f"image:{image.publishes}"))
+
+
+def _context(index: Index, name: str) -> object:
+    image = index.images.get(name)
+    if image is None:
+        return None
+    maps = [(m, index.image_maps.get(m), index.publishers.get(m)) for m in image.spec.image_maps]
+    watch = index.file_watches.get(f"image:{image.publishes}")
+    frozen = index.frozen(name)
+    return (image, index.cluster(image), maps, watch, frozen, index.blocked(name))
+
+
+def _relative(paths: list[Path], root: Path) -> str:
+    shown = sorted(str(p.relative_to(root)) if root in p.parents else str(p) for p in paths)
+    more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+    return "changed files: " + ", ".join(shown[:3]) + more
+
+
+def _cause(requested: dict[str, str]) -> str:
+    causes = sorted(set(requested.values()))
+    return "; ".join(causes[:3]) + (f" (+{len(causes) - 3} more)" if len(causes) > 3 else "")

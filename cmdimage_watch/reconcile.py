@@ -1,0 +1,182 @@
+"""One image's reconcile: re-read what it needs, decide whether to build, build, record.
+
+Level-triggered, as Tilt's controllers are: it is told only a name and re-reads the index,
+the ImageMaps and the sources. The inputs digest against the last good build's decides;
+results go into `status.State` and `on_status` hears which image changed. `scheduler`
+decides when to call it; `builder` does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from loguru import logger
+
+from cmdimage_watch import models, project, sources, status
+from cmdimage_watch.builder import Builder, BuildError, BuildRequest
+from cmdimage_watch.graph import Image, Index
+from cmdimage_watch.settings import Settings
+from cmdimage_watch.sources import Inputs
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Wait(Exception):
+    """An image cannot build yet; str() is its `waiting.reason`."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A build that reconcile decided on, with everything it was decided from."""
+
+    image: Image
+    cluster: models.Cluster | None
+    maps: list[tuple[str, models.ImageMapStatus]]
+    inputs: Inputs
+    reason: str
+
+
+@dataclass
+class Reconciler:
+    index: Index
+    builder: Builder
+    settings: Settings
+    state: status.State = field(default_factory=status.State)
+    inputs: dict[str, Inputs] = field(default_factory=dict)  # of each last good build
+    failed: dict[str, str] = field(default_factory=dict)  # digest of a failed attempt
+    cache: sources.HashCache = field(default_factory=sources.HashCache)
+    clock: Callable[[], datetime] = utc_now
+    on_status: Callable[[list[str]], None] = lambda names: None
+    cancel_reason: str = "build cancelled: its inputs changed while it ran"
+    current: set[str] = field(default_factory=set)  # built or confirmed by this process
+
+    async def plan(self, name: str, force: bool = False) -> Plan | None:
+        """The build `name` needs now, or None (up to date, waiting, or failed as is)."""
+        image = self.index.images[name]
+        try:
+            cluster, maps, inputs = await self._read(image)
+        except Wait as wait:
+            self._set(name, status.waiting(str(wait)))
+            return None
+        digest = inputs.digest()
+        if not force and self.failed.get(name) == digest:
+            return None  # failed with these very inputs: wait for a change or a trigger
+        if not force and await self._up_to_date(image, cluster, inputs):
+            return None
+        reason = "manual trigger" if force else self._reason(name, inputs)
+        return Plan(image, cluster, maps, inputs, reason)
+
+    async def inputs_of(self, name: str) -> Inputs | None:
+        """The inputs `name` would build with now; None while it has to wait."""
+        image = self.index.images.get(name)
+        if image is None:
+            return None
+        try:
+            return (await self._read(image))[2]
+        except Wait:
+            return None
+
+    async def _read(
+        self, image: Image
+    ) -> tuple[models.Cluster | None, list[tuple[str, models.ImageMapStatus]], Inputs]:
+        cluster = self._cluster(image)
+        maps = self._resolve_maps(image)
+        hashes = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
+        pairs = [(n, s.image_from_local or s.image) for n, s in maps]
+        return cluster, maps, Inputs.of(image, pairs, cluster, hashes)
+
+    def _cluster(self, image: Image) -> models.Cluster | None:
+        blocked = self.index.blocked(image.name)
+        if blocked:
+            raise Wait(blocked)
+        cluster = self.index.cluster(image)
+        if cluster is None and image.cluster != "default":
+            raise Wait(f"waiting for cluster {image.cluster}: no Cluster object has that name")
+        return cluster
+
+    def _resolve_maps(self, image: Image) -> list[tuple[str, models.ImageMapStatus]]:
+        resolved = []
+        for map_name in image.spec.image_maps:
+            found = status.image_map_status(map_name, self.index, self.state)
+            if found is not None:
+                resolved.append((map_name, found))
+            elif map_name in self.index.publishers or map_name in self.index.image_maps:
+                raise Wait(f"waiting for image map {map_name}")
+            else:
+                raise Wait(self.index.unknown_map_reason(map_name))
+        return resolved
+
+    async def _up_to_date(self, image: Image, cluster: models.Cluster | None, new: Inputs) -> bool:
+        if new.digest() != self.state.digests.get(image.name):
+            return False
+        old = self.state.images.get(image.name)
+        published = self.state.image_maps.get(image.publishes)
+        if old is None or old.building is not None or published is None:
+            return False  # a build left `building` by a crash counts as not built
+        ref = published.image_from_local
+        if image.output_mode != "remote" and not await self.builder.exists(cluster, ref):
+            return False
+        done = old.completed
+        if image.name in self.current and done and not done.error and old.ref == ref:
+            return True  # this run built or confirmed it already: keep its reason and times
+        self.current.add(image.name)
+        started = done.started_at if done else self.clock()
+        finished = done.finished_at if done else started
+        self._set(image.name, status.succeeded(ref, "up to date", started, finished))
+        return True
+
+    def _reason(self, name: str, new: Inputs) -> str:
+        if name not in self.state.digests:
+            return "initial build"
+        old = self.inputs.get(name)
+        return (sources.change_reason(old, new) if old else "") or "inputs changed"
+
+    async def build(self, plan: Plan) -> bool:
+        """Run the planned build; True when it succeeded. Cancellation is left to the caller."""
+        image, started = plan.image, self.clock()
+        self._set(image.name, status.building(plan.reason, started))
+        logger.info("building {}: {}", image.name, plan.reason)
+        request = BuildRequest(image, plan.cluster, plan.maps, started)
+        try:
+            result = await self.builder.build(request)
+        except (BuildError, OSError) as exc:
+            logger.error("{} failed: {}", image.name, exc)
+            self.failed[image.name] = plan.inputs.digest()
+            self._set(image.name, status.failed(str(exc), plan.reason, started, self.clock()))
+            return False
+        except asyncio.CancelledError:
+            self._set(
+                image.name, status.failed(self.cancel_reason, plan.reason, started, self.clock())
+            )
+            raise
+        self._record(plan, result.local_ref.familiar(), result.cluster_ref.familiar(), started)
+        return True
+
+    def _record(self, plan: Plan, local: str, remote: str, started: datetime) -> None:
+        name = plan.image.name
+        self.current.add(name)
+        self.failed.pop(name, None)
+        self.state.digests[name] = plan.inputs.digest()
+        self.inputs[name] = plan.inputs
+        self.state.image_maps[plan.image.publishes] = status.published(local, remote, started)
+        try:
+            project.write_inputs(self.settings.state_dir, name, plan.inputs)
+        except OSError as exc:
+            logger.error("could not record the inputs of {}: {}", name, exc)
+        self._set(name, status.succeeded(local, plan.reason, started, self.clock()))
+        logger.info("{} built: {}", name, local)
+
+    def forget(self, name: str, publishes: str) -> None:
+        """Drop what is known of an image whose spec is gone."""
+        for table in (self.state.images, self.state.digests, self.inputs, self.failed):
+            table.pop(name, None)
+        self.state.image_maps.pop(publishes, None)
+
+    def _set(self, name: str, value: models.CmdImageStatus) -> None:
+        self.state.images[name] = value
+        self.on_status([name])

@@ -1,0 +1,183 @@
+"""`cmdimage-watch build DIR` as a user runs it: a real process, a real engine, real files.
+
+A small tree holds `base` and `app`, where app needs base through `imageMaps`. Each command
+appends its name to a counter file outside the tree, so a test can tell which commands ran,
+and the status files written beside the specs are parsed and checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from cmdimage_watch.specfiles import read_status_file
+from tests.helpers import cmdimage, write
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+BUILD = 'docker build --network none -q {args}-t "$EXPECTED_REF" . >/dev/null'
+BASE_SCRIPT = 'echo base >> "$COUNTER" && ' + BUILD.format(args="")
+APP_SCRIPT = 'echo app >> "$COUNTER" && printf %s "$TILT_IMAGE_0" > "$SEEN" && ' + BUILD.format(
+    args='--build-arg "BASE=$TILT_IMAGE_0" '
+)
+
+
+@dataclass
+class Tree:
+    root: Path
+    counter: Path  # one line per command run, outside the tree so it is no source
+    seen: Path  # what app's command got as TILT_IMAGE_0
+    uid: str
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cmdimage_watch", "build", str(self.root), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+
+    def runs(self) -> list[str]:
+        return self.counter.read_text().split() if self.counter.exists() else []
+
+    def status(self, name: str) -> list[dict[str, Any]]:
+        return read_status_file(self.root / name / f"{name}.status.yaml")
+
+    def add(self, name: str, script: str, **spec: Any) -> None:
+        env = [f"COUNTER={self.counter}", f"SEEN={self.seen}", "DOCKER_BUILDKIT=0"]
+        args = ["sh", "-c", script]
+        doc = cmdimage(name, f"{self.uid}-{name}", args=args, env=env, **spec)
+        write(self.root / name / f"{name}.yaml", doc)
+
+
+@pytest.fixture
+def tree(tmp_path: Path, docker_client: docker.DockerClient, base_image: str) -> Iterator[Tree]:
+    uid = f"ciw-cli-{uuid.uuid4().hex[:10]}"
+    found = Tree((tmp_path / "tree").resolve(), tmp_path / "counter", tmp_path / "seen", uid)
+    found.add("base", BASE_SCRIPT)
+    (found.root / "base" / "Dockerfile").write_text(f"FROM {base_image}\nCOPY base.txt /base.txt\n")
+    (found.root / "base" / "base.txt").write_text(f"{uid}\n")
+    found.add("app", APP_SCRIPT, imageMaps=[f"{uid}-base"])
+    (found.root / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY app.txt /\n")
+    (found.root / "app" / "app.txt").write_text("app\n")
+    yield found
+    for image in docker_client.images.list():
+        for tag in image.tags:
+            if uid in tag:
+                with contextlib.suppress(docker.errors.NotFound):
+                    docker_client.images.remove(tag, force=True)
+
+
+def check_built(tree: Tree, name: str, client: docker.DockerClient, reason: str | None) -> str:
+    """Check the status file of a good build of `name` (and its reason unless None); its ref."""
+    image_doc, map_doc = tree.status(name)
+    assert (image_doc["kind"], image_doc["metadata"]["name"]) == ("CmdImage", name)
+    assert DIGEST.fullmatch(
+        image_doc["metadata"]["annotations"]["cmdimage-watch.dev/inputs-digest"]
+    )
+    state = image_doc["status"]
+    image_id = client.images.get(state["ref"]).id.removeprefix("sha256:")
+    assert state["ref"] == f"{tree.uid}-{name}:tilt-{image_id[:16]}"
+    assert reason is None or state["completed"]["reason"] == reason
+    assert "error" not in state["completed"]
+    assert state["completed"]["startedAt"] <= state["completed"]["finishedAt"]
+    assert map_doc == {
+        "apiVersion": "tilt.dev/v1alpha1",
+        "kind": "ImageMap",
+        "metadata": {"name": f"{tree.uid}-{name}"},
+        "status": {
+            "image": state["ref"],
+            "imageFromLocal": state["ref"],
+            "imageFromCluster": state["ref"],
+            "buildStartTime": state["completed"]["startedAt"],
+        },
+    }
+    ref: str = state["ref"]
+    return ref
+
+
+def digest_of(tree: Tree, name: str) -> str:
+    digest: str = tree.status(name)[0]["metadata"]["annotations"][
+        "cmdimage-watch.dev/inputs-digest"
+    ]
+    return digest
+
+
+def test_build_then_nothing_to_do_then_force(
+    tree: Tree, docker_client: docker.DockerClient
+) -> None:
+    first = tree.cli()
+
+    assert first.returncode == 0, first.stderr
+    assert tree.runs() == ["base", "app"]
+    base_ref = check_built(tree, "base", docker_client, "initial build")
+    app_ref = check_built(tree, "app", docker_client, "initial build")
+    assert tree.seen.read_text() == base_ref
+    digests = (digest_of(tree, "base"), digest_of(tree, "app"))
+
+    second = tree.cli()
+
+    assert second.returncode == 0, second.stderr
+    assert tree.runs() == ["base", "app"]  # no command ran
+    # The reason may say "up to date" or keep the last build's: SPEC §4 vs. write-if-changed.
+    assert check_built(tree, "base", docker_client, None) == base_ref
+    assert check_built(tree, "app", docker_client, None) == app_ref
+    assert (digest_of(tree, "base"), digest_of(tree, "app")) == digests
+
+    forced = tree.cli("--force")
+
+    assert forced.returncode == 0, forced.stderr
+    assert tree.runs() == ["base", "app", "base", "app"]
+    assert check_built(tree, "base", docker_client, "manual trigger") == base_ref
+    assert check_built(tree, "app", docker_client, "manual trigger") == app_ref
+
+
+def test_a_failing_image_exits_1_with_its_error_in_status(
+    tree: Tree, docker_client: docker.DockerClient
+) -> None:
+    tree.add("broken", 'echo broken >> "$COUNTER"; exit 5')
+
+    done = tree.cli()
+
+    assert done.returncode == 1, done.stderr
+    assert sorted(tree.runs()) == ["app", "base", "broken"]
+    check_built(tree, "app", docker_client, "initial build")
+    image_doc, map_doc = tree.status("broken")
+    state = image_doc["status"]
+    log = tree.root / ".cmdimage-watch" / "logs" / "broken.log"
+    script = 'echo broken >> "$COUNTER"; exit 5'
+    assert state["completed"]["error"] == (
+        f"Custom build {json.dumps(script)} failed: exit status 5; see the log {log}"
+    )
+    assert "ref" not in state
+    assert "cmdimage-watch.dev/inputs-digest" not in image_doc["metadata"].get("annotations", {})
+    assert map_doc["status"] == {}
+    assert log.read_text() == f"$ {script}\n"
+
+
+def test_build_named_images_builds_them_and_what_they_need(
+    tree: Tree, docker_client: docker.DockerClient
+) -> None:
+    tree.add("other", 'echo other >> "$COUNTER"')
+
+    done = tree.cli("app")
+
+    assert done.returncode == 0, done.stderr
+    assert tree.runs() == ["base", "app"]
+    check_built(tree, "app", docker_client, "initial build")
+    assert "completed" not in tree.status("other")[0]["status"]
+
+
+def test_unknown_name_is_bad_usage(tree: Tree) -> None:
+    done = tree.cli("app", "nope")
+
+    assert done.returncode == 2
+    assert "no CmdImage named nope (known: app, base)" in done.stderr
+    assert tree.runs() == []
