@@ -218,10 +218,17 @@ class Builder:
             await asyncio.wait_for(proc.wait(), 5)
 
     def _rotate_log(self, name: str) -> Path:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"{name}.log"
-        if path.exists():
-            path.replace(self.log_dir / f"{name}.prev.log")
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                path.replace(self.log_dir / f"{name}.prev.log")
+            path.touch()
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the build log {path}: {exc.strerror or exc}; free some disk space "
+                f"or make {self.log_dir} a writable folder, then save again"
+            ) from None
         return path
 
     # --- the Docker engine -------------------------------------------------------------

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from loguru import logger
 from pydantic import ValidationError
+from rich.console import Console
 
-from cmdimage_watch import lifecycle, project, specfiles, status
+from cmdimage_watch import lifecycle, project, specfiles, status, terminal, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
@@ -36,6 +38,11 @@ class OnChange(enum.StrEnum):
     queue = "queue"
 
 
+class GraphFormat(enum.StrEnum):
+    dot = "dot"
+    mermaid = "mermaid"
+
+
 class LogFormat(enum.StrEnum):
     text = "text"
     json = "json"
@@ -51,17 +58,8 @@ def _root(path: Path) -> Path:
     return path.resolve()
 
 
-def _configure_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
-    logger.remove()
-    level = "WARNING" if quiet else ("DEBUG" if verbose else "INFO")
-    if log_format == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
-    else:
-        logger.add(sys.stderr, level=level, format="{time:HH:mm:ss} {level: <7} {message}")
-
-
-def _print_build_line(name: str, line: str) -> None:
-    typer.echo(f"{name} | {line}")
+def _level(verbose: int, quiet: bool) -> str:
+    return "WARNING" if quiet else ("DEBUG" if verbose else "INFO")
 
 
 @app.command()
@@ -75,7 +73,7 @@ def build(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Build what is out of date once, write the statuses, exit 0 if all succeeded."""
-    _configure_logging(verbose, quiet)
+    output = terminal.Output(_level(verbose, quiet))
     settings = Settings(
         root=_root(root), max_parallel=max_parallel, build_timeout=build_timeout or None
     )
@@ -85,30 +83,37 @@ def build(
         known = ", ".join(sorted(index.images)) or "none"
         typer.echo(f"error: no CmdImage named {', '.join(unknown)} (known: {known})", err=True)
         raise typer.Exit(2)
-    ok = asyncio.run(_build(settings, index, names or None, force))
+    ok = asyncio.run(_build(settings, index, names or None, force, output))
     problems = project.problems(index)
     for problem in problems:
         typer.echo(problem, err=True)
     raise typer.Exit(0 if ok and not problems else 1)
 
 
-async def _build(settings: Settings, index: Index, names: list[str] | None, force: bool) -> bool:
+async def _build(
+    settings: Settings,
+    index: Index,
+    names: list[str] | None,
+    force: bool,
+    output: terminal.Output,
+) -> bool:
     state, inputs = project.read_state(index, settings.state_dir)
     builder = Builder(
-        settings.log_dir, output=_print_build_line, build_timeout=settings.build_timeout
+        settings.log_dir, output=output.build_line, build_timeout=settings.build_timeout
     )
     reconciler = Reconciler(index, builder, settings, state, inputs)
     reconciler.on_status = project.status_writer(index, state)
     try:
         return await run_once(Scheduler(reconciler), names, force)
     finally:
+        builder.close()
         project.write_all(index, state, settings.root)
 
 
 @app.command()
 def validate(root: Path = DirArg) -> None:
     """Check every spec file; print each error as file:line:col: message."""
-    _configure_logging(0, True)
+    terminal.configure_logging("WARNING")
     index = project.load(_root(root))
     problems = project.problems(index)
     for problem in problems:
@@ -134,12 +139,15 @@ def watch(
     build_timeout: float = typer.Option(0, help="Seconds a build may run; 0 is no limit."),
     storm_threshold: int = typer.Option(25, min=1, help="Log batches rebuilding more images."),
     poll: bool = typer.Option(False, "--poll", help="Poll instead of inotify (WSL, NFS)."),
-    log_format: LogFormat = typer.Option("text", help="Log lines as text or one JSON object each."),
+    log_format: LogFormat = typer.Option(
+        "text", help="text, or json: one JSON object per event and output line, on stdout."
+    ),
+    tui: bool = typer.Option(True, help="The live table, when stdout is a terminal."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Watch the tree and rebuild images as their inputs change (the default command)."""
-    _configure_logging(verbose, quiet, log_format.value)
+    output = terminal.pick(log_format.value, tui, _level(verbose, quiet))
     try:
         settings = Settings(
             root=_root(root),
@@ -157,12 +165,15 @@ def watch(
         raise typer.Exit(2) from None
     builder = Builder(
         settings.log_dir,
-        output=_print_build_line,
+        output=output.build_line,
         stop_timeout=settings.stop_timeout,
         build_timeout=settings.build_timeout,
     )
+    daemon = Daemon(settings, builder)
+    daemon.on_event = output.event
     try:
-        asyncio.run(Daemon(settings, builder).run())
+        with output.showing(lambda: views.rows(daemon.index, daemon.reconciler.state, daemon.root)):
+            asyncio.run(daemon.run())
     except LockedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -250,6 +261,38 @@ def _check_names(index: Index, names: list[str]) -> None:
             err=True,
         )
         raise typer.Exit(2)
+
+
+@app.command("status")
+def show_status(
+    root: Path = DirArg,
+    as_json: bool = typer.Option(False, "--json", help="A JSON list, for scripts."),
+) -> None:
+    """The state of every image, from the status files (daemon running or not)."""
+    settings = Settings(root=_root(root))
+    index = project.load(settings.root)
+    state, _ = project.read_state(index, settings.state_dir)
+    found = views.rows(index, state, settings.root)
+    now = datetime.now(UTC)
+    if as_json:
+        typer.echo(json.dumps([r.to_json(now) for r in found], indent=2))
+    else:
+        Console(width=200 if not sys.stdout.isatty() else None).print(views.table(found, now))
+    raise typer.Exit(1 if any(r.state in ("failed", "invalid") for r in found) else 0)
+
+
+@app.command()
+def graph(
+    root: Path = DirArg,
+    fmt: GraphFormat = typer.Option("dot", "--format", help="dot (Graphviz) or mermaid."),
+) -> None:
+    """The image dependency graph, with each image's state."""
+    settings = Settings(root=_root(root))
+    index = project.load(settings.root)
+    state, _ = project.read_state(index, settings.state_dir)
+    found = views.rows(index, state, settings.root)
+    render = views.mermaid if fmt is GraphFormat.mermaid else views.dot
+    typer.echo(render(index, found), nl=False)
 
 
 COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph"}

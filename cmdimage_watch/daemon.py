@@ -12,12 +12,14 @@ import contextlib
 import errno
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 from loguru import logger
 
-from cmdimage_watch import models, project, sources, specfiles, status
+from cmdimage_watch import models, project, sources, specfiles, status, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.lifecycle import BuildRecords, StateLock
@@ -44,6 +46,8 @@ class Daemon:
         self.watched: set[Path] = set()
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the first scan is done and builds requested
+        self.on_event: Callable[[dict[str, Any]], None] = lambda event: None
+        self._shown: dict[str, models.CmdImageStatus] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -230,8 +234,7 @@ class Daemon:
             loaded = specfiles.load_spec_file(path) if path.exists() else SpecFile(path)
             if loaded.is_spec:
                 self.files[path] = specfiles.keep_last_good(self.files.get(path), loaded)
-                if loaded.error:
-                    logger.error("{}", loaded.error)
+                self._report(loaded)
             else:
                 self.files.pop(path, None)
         self._set_index(build_index(self.files.values()))
@@ -244,6 +247,12 @@ class Daemon:
             project.write_status(self.index, self.reconciler.state, path)
         self._write_statuses(sorted(changed))
         return {name: "spec changed" for name in changed}
+
+    def _report(self, loaded: SpecFile) -> None:
+        errors = [loaded.error] if loaded.error else [e.error for e in loaded.entries if e.error]
+        for error in errors:
+            logger.error("{}", error)
+            self.on_event(views.spec_error(loaded.path, error, self.reconciler.clock()))
 
     def _record_file_events(self, paths: set[Path]) -> None:
         now = self.reconciler.clock()
@@ -271,6 +280,12 @@ class Daemon:
     def _write_statuses(self, names: list[str]) -> None:
         for path in sorted(project.files_showing(self.index, names)):
             project.write_status(self.index, self.reconciler.state, path)
+        for name in names:
+            new = self.reconciler.state.images.get(name)
+            if new is not None:
+                for event in views.events(name, self._shown.get(name), new):
+                    self.on_event(event)
+                self._shown[name] = new
 
 
 def _changed_images(old: Index, new: Index) -> set[str]:

@@ -181,3 +181,26 @@ def test_unknown_name_is_bad_usage(tree: Tree) -> None:
     assert done.returncode == 2
     assert "no CmdImage named nope (known: app, base)" in done.stderr
     assert tree.runs() == []
+
+
+def test_unwritable_status_and_state_are_logged_never_a_crash(tree: Tree) -> None:
+    """SPEC §7: disk full or a read-only status folder is logged and retried; as root no
+    permission stops a write, so a folder standing where the file must go plays the fault."""
+    (tree.root / "base" / "base.status.yaml").mkdir()
+    result = tree.cli("base")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"could not write {tree.root / 'base' / 'base.status.yaml'}" in result.stderr
+    assert tree.runs() == ["base"]
+    (tree.root / "base" / "base.status.yaml").rmdir()
+    logs = tree.root / ".cmdimage-watch" / "logs"
+    for log in logs.iterdir():
+        log.unlink()
+    logs.rmdir()
+    logs.write_text("a file where the log folder goes")
+    result = tree.cli("base", "--force")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (image_doc,) = [d for d in tree.status("base") if d["kind"] == "CmdImage"]
+    assert str(logs) in image_doc["status"]["completed"]["error"]
+    assert tree.runs() == ["base"]  # the command never started without its log

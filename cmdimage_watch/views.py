@@ -1,0 +1,257 @@
+"""What people and scripts see of the images: table rows, JSON, events and the graph.
+
+Fed an `Index` and a `status.State` (the daemon's memory, or what the status files say),
+it returns rows, rich renderables, dicts and text; `cli` prints them. Pure: `now` is an
+argument, so the same facts render the same way in a test.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from cmdimage_watch import models, status
+from cmdimage_watch.graph import Index
+
+COLOURS = (
+    "cyan",
+    "magenta",
+    "green",
+    "yellow",
+    "blue",
+    "bright_red",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_yellow",
+    "bright_blue",
+)
+STATE_STYLES = {
+    "ok": "green",
+    "failed": "red",
+    "building": "yellow",
+    "waiting": "blue",
+    "invalid": "red",
+    "pending": "dim",
+}
+
+
+def colour(name: str) -> str:
+    """The colour of an image's name, the same on every run (as compose and Tilt do)."""
+    return COLOURS[zlib.crc32(name.encode()) % len(COLOURS)]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    state: str  # ok | failed | building | waiting | invalid | pending
+    reason: str  # why it built (or why it waits)
+    ref: str
+    error: str
+    file: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def duration(self, now: datetime) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or now) - self.started_at).total_seconds()
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "reason": self.reason,
+            "ref": self.ref,
+            "error": self.error,
+            "file": self.file,
+            "startedAt": models.format_time(self.started_at) if self.started_at else None,
+            "finishedAt": models.format_time(self.finished_at) if self.finished_at else None,
+            "durationSeconds": _round(self.duration(now)),
+        }
+
+
+def rows(index: Index, state: status.State, root: Path) -> list[Row]:
+    """One row per CmdImage of the tree, valid or not, by name."""
+    found = []
+    for spec_file in index.files.values():
+        for entry in spec_file.entries:
+            if entry.kind != "CmdImage":
+                continue
+            shown = (
+                str(entry.loc.path.relative_to(root))
+                if root in entry.loc.path.parents
+                else str(entry.loc.path)
+            )
+            problem = index.problem(entry)
+            if problem and entry.loc not in index.kept:
+                found.append(Row(entry.name, "invalid", problem, "", problem, shown))
+            else:
+                found.append(row(entry.name, state.images.get(entry.name), shown))
+    return sorted(found, key=lambda r: r.name)
+
+
+def row(name: str, value: models.CmdImageStatus | None, file: str) -> Row:
+    if value is None:
+        return Row(name, "pending", "", "", "", file)
+    if value.building is not None:
+        return Row(name, "building", value.building.reason, "", "", file, value.building.started_at)
+    if value.waiting is not None:
+        return Row(name, "waiting", value.waiting.reason, "", "", file)
+    done = value.completed
+    if done is None:
+        return Row(name, "pending", "", value.ref, "", file)
+    state = "failed" if done.error else "ok"
+    return Row(
+        name, state, done.reason, value.ref, done.error, file, done.started_at, done.finished_at
+    )
+
+
+def table(found: list[Row], now: datetime, live: bool = False) -> Table:
+    """The images as a table; `live` adds a spinner to building rows."""
+    grid = Table(box=None, pad_edge=False, expand=False)
+    for column in ("IMAGE", "STATE", "CAUSE", "AGE", "TIME", "REF", "ERROR"):
+        grid.add_column(column, no_wrap=column != "ERROR", overflow="ellipsis")
+    for r in found:
+        state: Text | Spinner = Text(r.state, style=STATE_STYLES[r.state])
+        if live and r.state == "building":
+            state = Spinner("dots", text=Text("building", style=STATE_STYLES["building"]))
+        grid.add_row(
+            Text(r.name, style=colour(r.name)),
+            state,
+            r.reason if r.state != "invalid" else "invalid spec",
+            _age(r, now),
+            _seconds(r.duration(now)),
+            r.ref,
+            Text(r.error.splitlines()[0] if r.error else "", style="red"),
+        )
+    return grid
+
+
+def _age(r: Row, now: datetime) -> str:
+    if r.finished_at is None:
+        return ""
+    return _seconds((now - r.finished_at).total_seconds()) + " ago"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{value // 60:.0f}m{value % 60:02.0f}s"
+    return f"{value // 3600:.0f}h{value % 3600 // 60:02.0f}m"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+def events(
+    name: str, old: models.CmdImageStatus | None, new: models.CmdImageStatus
+) -> list[dict[str, Any]]:
+    """What happened to `name` between two of its statuses, as event objects for tools."""
+    if new.building is not None and (old is None or old.building != new.building):
+        building = new.building
+        return [
+            _event(
+                "build_started",
+                name,
+                reason=building.reason,
+                time=models.format_time(building.started_at),
+            )
+        ]
+    done = new.completed
+    if done is None or (old is not None and old.completed == done):
+        return []
+    if done.reason == "up to date":
+        return [_event("up_to_date", name, ref=new.ref, time=models.format_time(done.finished_at))]
+    kind = "build_finished"
+    if done.error:
+        kind = "build_cancelled" if done.error.startswith("build cancelled") else "build_failed"
+    return [
+        _event(
+            kind,
+            name,
+            reason=done.reason,
+            ref=new.ref,
+            error=done.error,
+            time=models.format_time(done.finished_at),
+            durationSeconds=_round((done.finished_at - done.started_at).total_seconds()),
+        )
+    ]
+
+
+def spec_error(file: Path, error: str, now: datetime) -> dict[str, Any]:
+    return _event("spec_error", "", file=str(file), error=error, time=models.format_time(now))
+
+
+def _event(kind: str, name: str, **fields: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"event": kind}
+    if name:
+        out["image"] = name
+    out.update({k: v for k, v in fields.items() if v not in ("", None)})
+    return out
+
+
+# --- the dependency graph --------------------------------------------------------------
+
+
+def edges(index: Index) -> list[tuple[str, str, str]]:
+    """(needed image or ImageMap, dependent image, ImageMap name) for every dependency."""
+    out = []
+    for name in sorted(index.images):
+        for map_name in index.images[name].spec.image_maps:
+            source = index.publishers.get(map_name, f"imagemap:{map_name}")
+            out.append((source, name, map_name))
+    return out
+
+
+def dot(index: Index, found: list[Row]) -> str:
+    lines = ["digraph images {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    for r in found:
+        lines.append(f'  "{r.name}" [label="{r.name}\\n{r.state}", color={_dot_colour(r.state)}];')
+    for source, target, map_name in edges(index):
+        lines.append(f'  "{source}" -> "{target}" [label="{map_name}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def mermaid(index: Index, found: list[Row]) -> str:
+    ids = {r.name: f"n{i}" for i, r in enumerate(found)}
+    lines = ["graph LR"]
+    for r in found:
+        lines.append(f'  {ids[r.name]}["{r.name}<br/>{r.state}"]:::{r.state}')
+    for source, target, map_name in edges(index):
+        src = ids.get(source) or _external(ids, source)
+        lines.append(f"  {src} -->|{map_name}| {ids.get(target, target)}")
+    for state, style in STATE_STYLES.items():
+        lines.append(f"  classDef {state} stroke:{_css(style)}")
+    return "\n".join(lines) + "\n"
+
+
+def _external(ids: dict[str, str], source: str) -> str:
+    key = f"x{len(ids)}"
+    ids[source] = key
+    return f'{key}(["{source}"])'
+
+
+def _dot_colour(state: str) -> str:
+    return {"ok": "green", "failed": "red", "invalid": "red", "building": "orange"}.get(
+        state, "gray"
+    )
+
+
+def _css(style: str) -> str:
+    return {"green": "#2a2", "red": "#c22", "yellow": "#ca2", "blue": "#26c"}.get(style, "#999")
