@@ -17,11 +17,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cmdimage_watch import lifecycle, project, specfiles, status, terminal, views
+from cmdimage_watch import lifecycle, project, specfiles, terminal, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
 from cmdimage_watch.lifecycle import LockedError
+from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings
@@ -119,10 +120,7 @@ def validate(root: Path = DirArg) -> None:
     for problem in problems:
         typer.echo(problem)
     objects = sum(len(f.entries) for f in index.files.values())
-    typer.echo(
-        f"{len(problems)} error(s) in {objects} object(s) of {len(index.files)} file(s)",
-        err=True,
-    )
+    typer.echo(f"{len(problems)} error(s) in {objects} object(s) of {len(index.files)} file(s)")
     raise typer.Exit(1 if problems else 0)
 
 
@@ -209,46 +207,25 @@ def wait(
     names: list[str] = typer.Argument(..., help="Images to wait for."),
     timeout: float = typer.Option(0, "--timeout", help="Seconds; 0 waits as long as it takes."),
 ) -> None:
-    """Block until these images have finished building; exit 0 if all succeeded."""
+    """Block until these images are built from their current inputs; exit 0 if all are,
+    1 if one failed or the time ran out."""
     settings = Settings(root=_root(root))
     _check_names(project.load(settings.root), names)
     deadline = time.monotonic() + timeout if timeout else None
+    progress = Progress(settings)
     while True:
-        index = project.load(settings.root)
-        state, _ = project.read_state(index, settings.state_dir)
-        pending = _pending(settings, index, state, names)
+        outcome = progress.check(names)
+        pending = [n for n, result in outcome.items() if result == PENDING]
         if not pending:
             break
         if deadline is not None and time.monotonic() > deadline:
             typer.echo(f"error: timed out waiting for {', '.join(pending)}", err=True)
             raise typer.Exit(1)
         time.sleep(0.1)
-    failed = [n for n in names if _error_of(index, state, n)]
-    for name in failed:
-        typer.echo(f"{name}: {_error_of(index, state, name)}", err=True)
-    raise typer.Exit(1 if failed else 0)
-
-
-def _pending(settings: Settings, index: Index, state: status.State, names: list[str]) -> list[str]:
-    triggers = settings.state_dir / "triggers"
-    out = []
-    for name in names:
-        value = state.images.get(name)
-        done = value is not None and value.completed is not None and value.building is None
-        if (not done and not _error_of(index, state, name)) or (triggers / name).exists():
-            out.append(name)
-    return out
-
-
-def _error_of(index: Index, state: status.State, name: str) -> str:
-    image = index.images.get(name)
-    if image is None:
-        entries = [e for f in index.files.values() for e in f.entries if e.name == name]
-        return index.problem(entries[0]) if entries else "its spec is gone"
-    value = state.images.get(name)
-    if value is not None and value.completed is not None and value.building is None:
-        return value.completed.error
-    return ""
+    for name, error in outcome.items():
+        if error:
+            typer.echo(f"{name}: {error}", err=True)
+    raise typer.Exit(1 if any(outcome.values()) else 0)
 
 
 def _check_names(index: Index, names: list[str]) -> None:

@@ -73,11 +73,13 @@ def _take(doc: dict[str, Any], index: Index, state: status.State) -> None:
         if doc.get("kind") == "CmdImage" and name in index.images:
             state.images[name] = models.CmdImageStatus.model_validate(doc.get("status") or {})
             annotations = meta.get("annotations")
-            digest = (
-                annotations.get(status.INPUTS_DIGEST) if isinstance(annotations, dict) else None
-            )
-            if isinstance(digest, str):
-                state.digests[name] = digest
+            for key, table in (
+                (status.INPUTS_DIGEST, state.digests),
+                (status.FAILED_DIGEST, state.failed),
+            ):
+                digest = annotations.get(key) if isinstance(annotations, dict) else None
+                if isinstance(digest, str):
+                    table[name] = digest
         elif doc.get("kind") == "ImageMap" and name in index.publishers:
             found = models.ImageMapStatus.model_validate(doc.get("status") or {})
             if found.image_from_local:

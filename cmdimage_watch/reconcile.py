@@ -146,7 +146,7 @@ class Reconciler:
             result = await self.builder.build(request)
         except (BuildError, OSError) as exc:
             logger.error("{} failed: {}", image.name, exc)
-            self.failed[image.name] = plan.inputs.digest()
+            self.failed[image.name] = self.state.failed[image.name] = plan.inputs.digest()
             self._set(image.name, status.failed(str(exc), plan.reason, started, self.clock()))
             return False
         except asyncio.CancelledError:
@@ -161,6 +161,7 @@ class Reconciler:
         name = plan.image.name
         self.current.add(name)
         self.failed.pop(name, None)
+        self.state.failed.pop(name, None)
         self.state.digests[name] = plan.inputs.digest()
         self.inputs[name] = plan.inputs
         self.state.image_maps[plan.image.publishes] = status.published(local, remote, started)
@@ -173,7 +174,8 @@ class Reconciler:
 
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
-        for table in (self.state.images, self.state.digests, self.inputs, self.failed):
+        tables = (self.state.images, self.state.digests, self.state.failed, self.inputs)
+        for table in (*tables, self.failed):
             table.pop(name, None)
         self.state.image_maps.pop(publishes, None)
 

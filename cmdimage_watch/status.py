@@ -18,6 +18,7 @@ from cmdimage_watch.graph import Index
 from cmdimage_watch.specfiles import Entry, SpecFile
 
 INPUTS_DIGEST = "cmdimage-watch.dev/inputs-digest"
+FAILED_DIGEST = "cmdimage-watch.dev/failed-digest"  # inputs of the failure it shows
 ERROR_API_VERSION = "cmdimage-watch.dev/v1"
 
 
@@ -63,6 +64,7 @@ class State:
 
     images: dict[str, models.CmdImageStatus] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # of the last successful build
+    failed: dict[str, str] = field(default_factory=dict)  # of a failed build shown now
     image_maps: dict[str, models.ImageMapStatus] = field(default_factory=dict)
     file_watches: dict[str, models.FileWatchStatus] = field(default_factory=dict)
 
@@ -102,8 +104,11 @@ def _entry_document(entry: Entry, index: Index, state: State) -> dict[str, Any]:
         return document(entry.kind, entry.name, dump(waiting(problem)))
     if entry.kind == "CmdImage":
         status = dump(state.images.get(entry.name))
-        digest = state.digests.get(entry.name)
-        annotations = {INPUTS_DIGEST: digest} if digest else {}
+        annotations = {
+            key: table[entry.name]
+            for key, table in ((INPUTS_DIGEST, state.digests), (FAILED_DIGEST, state.failed))
+            if entry.name in table
+        }
         return document(entry.kind, entry.name, status, **annotations)
     if entry.kind == "ImageMap":
         return document(entry.kind, entry.name, dump(image_map_status(entry.name, index, state)))

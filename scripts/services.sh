@@ -231,10 +231,15 @@ cmd_start() {
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/services.sh install"
   done
   mkdir -p "$D"
+  # Two scripts/dev at once (a daemon in one terminal, a command in another) must not both
+  # start an engine: the second waits here for the first.
+  exec 9>"$D/start.lock"
+  flock 9
   ensure_engine
   ensure_registry
   ensure_base_image
   write_env
+  exec 9>&-
 }
 
 cmd_stop() {

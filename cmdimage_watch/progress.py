@@ -1,0 +1,50 @@
+"""Whether an image is done, for `wait`: its status file against the inputs it has now.
+
+A status alone cannot tell a finished build from one whose save the daemon has not seen
+yet, so `wait` also computes the image's inputs digest, as the daemon would, and takes an
+image as done only when its status records a build (or a failure) of exactly those inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from cmdimage_watch import project
+from cmdimage_watch.builder import Builder
+from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.settings import Settings
+from cmdimage_watch.sources import HashCache
+
+PENDING = "pending"
+
+
+@dataclass
+class Progress:
+    settings: Settings
+    cache: HashCache = field(default_factory=HashCache)  # kept across polls: hashes lazily
+
+    def check(self, names: list[str]) -> dict[str, str]:
+        """Each image's outcome: PENDING, "" (built from its current inputs), or its error."""
+        index = project.load(self.settings.root)
+        state, _ = project.read_state(index, self.settings.state_dir)
+        builder = Builder(self.settings.log_dir)
+        reconciler = Reconciler(index, builder, self.settings, state, cache=self.cache)
+        return {name: asyncio.run(self._outcome(reconciler, name)) for name in names}
+
+    async def _outcome(self, reconciler: Reconciler, name: str) -> str:
+        index, state = reconciler.index, reconciler.state
+        if name not in index.images:
+            entries = [e for f in index.files.values() for e in f.entries if e.name == name]
+            return index.problem(entries[0]) if entries else f"no CmdImage named {name} now"
+        value = state.images.get(name)
+        trigger = self.settings.state_dir / "triggers" / name
+        if value is None or value.completed is None or value.building or trigger.exists():
+            return PENDING
+        inputs = await reconciler.inputs_of(name)
+        if inputs is None:
+            return PENDING  # waiting for an image map or a cluster
+        digest, done = inputs.digest(), value.completed
+        if done.error:
+            return done.error if state.failed.get(name) == digest else PENDING
+        return "" if state.digests.get(name) == digest else PENDING
