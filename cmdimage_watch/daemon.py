@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import errno
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import watchfiles
 from loguru import logger
 
 from cmdimage_watch import models, project, sources, specfiles, status, views
@@ -27,8 +25,7 @@ from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.specfiles import SpecFile
-
-STEP_MS = 10  # how often watchfiles looks at what it has seen; bounds the added latency
+from cmdimage_watch.watcher import READY, Watcher
 
 
 class Daemon:
@@ -80,17 +77,6 @@ class Daemon:
         now = self.reconciler.clock()
         for name in self.index.file_watches:
             state.file_watches[name] = models.FileWatchStatus(monitor_start_time=now)
-        logger.info(
-            "watching {}: {} image(s) in {} spec file(s)",
-            self.root,
-            len(self.index.images),
-            len(self.files),
-        )
-        self._request(set(self.index.images), "start-up")
-        left = self._triggers(set(self.trigger_dir.glob("*")))  # by a daemon that died
-        if left:
-            self._run_triggers(left)
-        self.ready.set()
 
     def _set_index(self, index: Index) -> None:
         old, self.index = self.index, index
@@ -106,52 +92,63 @@ class Daemon:
 
     async def _watch_loop(self) -> None:
         poll = self.settings.poll
-        while not self.stop.is_set():
-            dirs = self.watched = self._watch_dirs()
-            try:
-                await self._watch(dirs, poll)
-            except OSError as exc:
-                if (exc.errno != errno.ENOSPC and "inotify" not in str(exc)) or poll:
-                    raise
-                poll = True
-                logger.warning(
-                    "inotify watch limit reached ({}); polling instead. Raise "
-                    "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
-                    exc,
-                )
+        stopping = asyncio.create_task(self.stop.wait())
+        try:
+            while not self.stop.is_set():
+                try:
+                    await self._watch(poll, stopping)
+                except OSError as exc:
+                    if (exc.errno != errno.ENOSPC and "inotify" not in str(exc)) or poll:
+                        raise
+                    poll = True
+                    logger.warning(
+                        "inotify watch limit reached ({}); polling instead. Raise "
+                        "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
+                        exc,
+                    )
+        finally:
+            stopping.cancel()
 
-    async def _watch(self, dirs: set[Path], poll: bool) -> None:
-        """Handle batches until the watched folders change or the daemon stops.
+    async def _watch(self, poll: bool, stopping: asyncio.Task[Any]) -> None:
+        """Handle batches until the daemon stops or the folders to watch change."""
+        self.watched = self._watch_dirs()
+        watcher = Watcher(
+            self.watched,
+            sources.ChangeFilter(self.trigger_dir),
+            self.settings.debounce,
+            self.settings.debounce_max,
+            poll,
+        )
+        batches = aiter(watcher.batches())
+        try:
+            while True:
+                batch = asyncio.ensure_future(anext(batches))
+                await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not batch.done():
+                    batch.cancel()
+                    return
+                if batch.result() is READY:
+                    self._on_ready()
+                elif self._handle(set(batch.result())):
+                    return  # folders came or went: watch the new set
+        finally:
+            await watcher.close()
 
-        A batch ends after `debounce` with no event at all, or `debounce_max` after its first
-        event. watchfiles' `step` cannot be the quiet period: it ends a batch as soon as the
-        *set* of changed paths stops growing, so fifty saves of one file would be many batches.
-        Its timeout can: it yields an empty set after that long without any event.
-        """
-        quiet_ms = max(1, int(self.settings.debounce * 1000))
-        pending: set[Path] = set()
-        first = 0.0
-        async for changes in watchfiles.awatch(
-            *dirs,
-            watch_filter=sources.ChangeFilter(self.trigger_dir),
-            debounce=int(self.settings.debounce_max * 1000),
-            step=min(STEP_MS, quiet_ms),
-            rust_timeout=quiet_ms,
-            yield_on_timeout=True,
-            stop_event=self.stop,
-            force_polling=poll,
-            recursive=False,
-            ignore_permission_denied=True,
-        ):
-            if changes and not pending:
-                first = time.monotonic()
-            pending.update(Path(p) for _, p in changes)
-            capped = time.monotonic() - first >= self.settings.debounce_max
-            if not pending or (changes and not capped):
-                continue  # quiet for `debounce` yet, or the cap, before handling the batch
-            batch, pending = pending, set()
-            if self._handle(batch):
-                return  # folders came or went: watch the new set
+    def _on_ready(self) -> None:
+        """The watches are in place: from now on no change is missed, so start working."""
+        if self.ready.is_set():
+            return
+        logger.info(
+            "watching {}: {} image(s) in {} spec file(s)",
+            self.root,
+            len(self.index.images),
+            len(self.files),
+        )
+        self._request(set(self.index.images), "start-up")
+        left = self._triggers(set(self.trigger_dir.glob("*")))  # by a daemon that died
+        if left:
+            self._run_triggers(left)
+        self.ready.set()
 
     @property
     def trigger_dir(self) -> Path:

@@ -1,0 +1,249 @@
+"""A harness for running the real `cmdimage-watch watch` as a subprocess against real files.
+
+`Watchers` starts daemons (output to a log file, ready once they log "watching") and always
+stops them: SIGTERM, then SIGKILL by pid. `Tree` is a watched folder plus an `out` folder
+outside it, where build commands record what they saw, so that counting builds never feeds
+the watcher. `wait_until` polls a condition every 50 ms; its deadline is a guard against a
+hang, not a claim about speed. Status files are read with a plain YAML loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+from ruamel.yaml import YAML
+
+POLL_S = 0.05
+GUARD_S = 30.0  # a generous deadline: a failing condition fails, a slow machine does not
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = GUARD_S) -> T:
+    """Poll `check` every 50 ms until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+# --- status files --------------------------------------------------------------------------
+
+
+def status_path(spec: Path) -> Path:
+    return spec.with_name(spec.name.removesuffix(".yaml") + ".status.yaml")
+
+
+def status_docs(spec: Path) -> list[dict[str, Any]]:
+    """The documents of `spec`'s status file; [] while it does not exist."""
+    try:
+        text = status_path(spec).read_text("utf-8")
+    except FileNotFoundError:
+        return []
+    return [doc for doc in YAML(typ="safe", pure=True).load_all(text) if doc is not None]
+
+
+def find_doc(spec: Path, kind: str, name: str) -> dict[str, Any]:
+    """One document of `spec`'s status file; {} when it is not there."""
+    for doc in status_docs(spec):
+        if doc.get("kind") == kind and doc.get("metadata", {}).get("name") == name:
+            return doc
+    return {}
+
+
+def status_of(spec: Path, kind: str, name: str) -> dict[str, Any]:
+    """The `status` of one object of `spec`'s status file; {} when it is not there."""
+    value: dict[str, Any] = find_doc(spec, kind, name).get("status") or {}
+    return value
+
+
+def completed(spec: Path, name: str) -> dict[str, Any]:
+    """The `completed` state of CmdImage `name`; {} while it has none or is building again."""
+    value = status_of(spec, "CmdImage", name)
+    done: dict[str, Any] = value.get("completed") or {}
+    return done if "building" not in value else {}
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it runs nothing, only awaits reaping)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of process group `pgid`."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                found.append(proc.pid)
+    return found
+
+
+@dataclass
+class Tree:
+    """A watched folder `root`, and `out` beside it (never watched) for what commands record."""
+
+    root: Path
+    out: Path
+    uid: str  # in image names, so tests never share or remove each other's images
+
+    def spec(self, rel: str, *docs: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n---\n".join(docs) + "\n")
+        return path
+
+    def lines(self, name: str = "builds") -> list[str]:
+        """The lines build commands appended to `out/<name>`."""
+        try:
+            return (self.out / name).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def record(self, what: str = "$(cat src.txt)", name: str = "builds") -> str:
+        """A shell snippet that appends `what` (evaluated by the build's shell) to out/<name>."""
+        return f'echo "{what}" >> {q(self.out / name)}'
+
+    def pids(self, name: str = "pids") -> list[int]:
+        return [int(line) for line in self.lines(name)]
+
+    def kill_recorded(self, started: float) -> None:
+        """SIGKILL the groups of build processes a test recorded and left running (only
+        processes younger than the test, so a reused pid is never hit)."""
+        for path in self.out.glob("pids*"):
+            for line in path.read_text().split():
+                with contextlib.suppress(psutil.Error, OSError, ValueError):
+                    if psutil.Process(int(line)).create_time() >= started - 1:
+                        os.killpg(int(line), signal.SIGKILL)
+
+
+@dataclass
+class Watcher:
+    """One `cmdimage-watch watch` process and its combined output."""
+
+    root: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", "replace")
+
+    def problems(self) -> list[str]:
+        """The warnings and errors the daemon logged."""
+        return [
+            line for line in self.output().splitlines() if " WARNING " in line or " ERROR " in line
+        ]
+
+    def wait_log(self, needle: str, timeout: float = GUARD_S) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None and needle not in self.output():
+                raise AssertionError(
+                    f"the daemon exited ({self.proc.returncode}) before logging {needle!r}:\n"
+                    + self.output()
+                )
+            return needle in self.output()
+
+        wait_until(seen, f"{needle!r} in the daemon's log", timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = GUARD_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the daemon did not exit in {timeout:g} s") from None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def daemon_env(docker_host: str) -> dict[str, str]:
+    """This environment for a daemon: the test engine, the legacy builder, no stray Tilt vars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPECTED_", "TILT_"))}
+    env.pop("REGISTRY_HOST", None)
+    return env | {"DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(
+    *args: str | Path, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `cmdimage-watch ARGS` to completion, capturing its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "cmdimage_watch", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Watchers:
+    """Starts daemons for one test; `stop_all` is the fixture's teardown."""
+
+    logs: Path
+    env: dict[str, str]
+    started: list[Watcher] = field(default_factory=list)
+
+    def start(
+        self,
+        root: Path,
+        *flags: str,
+        debounce: float = 0.05,
+        stop_timeout: float = 1.0,
+    ) -> Watcher:
+        """`cmdimage-watch watch ROOT` with small timings; returns once it logs "watching"."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"daemon-{len(self.started)}.log"
+        args = [sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
+        args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), *flags]
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                args, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
+        watcher = Watcher(root, log, proc)
+        self.started.append(watcher)
+        watcher.wait_log("watching")
+        return watcher
+
+    def stop_all(self) -> None:
+        for watcher in self.started:
+            watcher.stop()

@@ -1,0 +1,661 @@
+"""The real `cmdimage-watch watch` as a subprocess: real files, the real engine, real signals.
+
+Each test writes a tree of spec files into tmp_path, starts the daemon on it (daemon_harness),
+edits files as editors do, and reads the status files the daemon writes. Build commands
+append what they saw to files in `out/`, outside the watched tree, so builds are counted
+without feeding the watcher. Most commands are cheap `sh -c` with `outputMode: remote` (no
+Docker check); `docker build` runs only where the test is about images. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from tests.daemon_harness import (
+    Tree,
+    Watcher,
+    Watchers,
+    cli,
+    completed,
+    daemon_env,
+    find_doc,
+    group_members,
+    q,
+    running,
+    status_docs,
+    status_of,
+    status_path,
+    wait_until,
+)
+from tests.helpers import cmdimage, filewatch
+
+SETTLE_S = 1.0  # well past the 50 ms debounce: anything still to come would have come
+CONTENT_TAG = "tilt-[0-9a-f]{16}"
+DOCKER_BUILD = 'docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
+DOCKERFILE = "FROM cmdimage-watch/busybox:latest\nCOPY content.txt /content.txt\n"
+
+
+@pytest.fixture
+def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
+    started = time.time()
+    made = Tree(tmp_path / "tree", tmp_path / "out", f"ciw-daemon-{uuid.uuid4().hex[:10]}")
+    made.root.mkdir()
+    made.out.mkdir()
+    yield made
+    made.kill_recorded(started)
+    for image in docker_client.images.list():
+        for tag in image.tags:
+            if made.uid in tag:
+                with contextlib.suppress(docker.errors.NotFound):
+                    docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def env(docker_host: str) -> dict[str, str]:
+    return daemon_env(docker_host)
+
+
+@pytest.fixture
+def watchers(tmp_path: Path, tree: Tree, env: dict[str, str]) -> Iterator[Watchers]:
+    """Starts daemons; every one is stopped at the end (after `tree` no longer needs them)."""
+    started = Watchers(tmp_path / "logs", env)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def cheap(tree: Tree, name: str, script: str, **spec: Any) -> str:
+    """A CmdImage whose command is `sh -c SCRIPT` and whose result is not checked in Docker."""
+    return cmdimage(
+        name, f"{tree.uid}-{name}", args=["sh", "-c", script], outputMode="remote", **spec
+    )
+
+
+def slow_script(tree: Tree) -> str:
+    """Reads src.txt, records its pid, sleeps `out/delay` seconds, then records what it read:
+    so out/pids counts started builds and out/builds the finished ones, with their content."""
+    return (
+        f"c=$(cat src.txt); d=$(cat {q(tree.out / 'delay')}); echo $$ >> {q(tree.out / 'pids')}; "
+        f'sleep "$d"; {tree.record("$c")}'
+    )
+
+
+def image_dir(tree: Tree, name: str, content: str, dockerfile: bool = False) -> Path:
+    folder = tree.root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ("content.txt" if dockerfile else "src.txt")).write_text(content)
+    if dockerfile:
+        (folder / "Dockerfile").write_text(DOCKERFILE)
+    return folder
+
+
+def wait_done(
+    spec: Path, name: str, check: Callable[[dict[str, Any]], bool] = bool
+) -> dict[str, Any]:
+    """The `status` of CmdImage `name` once it has completed and `check(completed)` holds."""
+
+    def found() -> dict[str, Any]:
+        done = completed(spec, name)
+        return status_of(spec, "CmdImage", name) if done and check(done) else {}
+
+    return wait_until(found, f"CmdImage {name} to complete ({check}) in {status_path(spec)}")
+
+
+def wait_lines(tree: Tree, count: int, name: str = "builds") -> list[str]:
+    """The lines of out/<name> once there are `count` of them (or more)."""
+
+    def enough() -> list[str]:
+        lines = tree.lines(name)
+        return lines if len(lines) >= count else []
+
+    return wait_until(enough, f"{count} line(s) in out/{name}")
+
+
+def settled(tree: Tree, name: str = "builds") -> list[str]:
+    """What out/<name> holds after waiting well past the debounce."""
+    time.sleep(SETTLE_S)
+    return tree.lines(name)
+
+
+def image_content(client: docker.DockerClient, ref: str) -> str:
+    out: bytes = client.containers.run(
+        ref, ["cat", "/content.txt"], remove=True, network_mode="none"
+    )
+    return out.decode()
+
+
+def content_tag(client: docker.DockerClient, ref: str) -> str:
+    image_id: str = client.images.get(ref).id
+    return "tilt-" + image_id.removeprefix("sha256:")[:16]
+
+
+def vim_save(path: Path, text: str) -> None:
+    """What vim does with its defaults: probe file, rename the original to a backup, write
+    anew, drop the backup (the swap file lives throughout)."""
+    swap = path.with_name(f".{path.name}.swp")
+    swap.write_text("swap")
+    probe = path.with_name("4913")
+    probe.write_text("")
+    probe.unlink()
+    backup = path.with_name(path.name + "~")
+    path.rename(backup)
+    path.write_text(text)
+    backup.unlink()
+    swap.unlink()
+
+
+def jetbrains_save(path: Path, text: str) -> None:
+    """JetBrains' safe write: a temp file renamed over the source, the old one kept briefly."""
+    tmp = path.with_name(path.name + "___jb_tmp___")
+    old = path.with_name(path.name + "___jb_old___")
+    tmp.write_text(text)
+    path.rename(old)
+    tmp.rename(path)
+    old.unlink()
+
+
+# --- 1-3: what a save builds -----------------------------------------------------------------
+
+
+def test_a_source_save_rebuilds_once_with_a_new_content_tag(
+    tree: Tree, watchers: Watchers, docker_client: docker.DockerClient
+) -> None:
+    folder = image_dir(tree, "app", "v1\n", dockerfile=True)
+    script = f"{tree.record('$(cat content.txt)')} && {DOCKER_BUILD}"
+    spec = tree.spec("app/app.yaml", cmdimage("app", tree.uid, args=["sh", "-c", script]))
+    daemon = watchers.start(tree.root)
+    first = wait_done(spec, "app")["ref"]
+    assert re.fullmatch(f"{tree.uid}:{CONTENT_TAG}", first)
+
+    (folder / "content.txt").write_text("v2\n")
+
+    now = wait_done(spec, "app", lambda done: done["reason"] != "initial build")
+    assert now["completed"]["reason"] == "changed files: content.txt"
+    assert "error" not in now["completed"]
+    ref = now["ref"]
+    assert re.fullmatch(f"{tree.uid}:{CONTENT_TAG}", ref) and ref != first
+    assert ref == f"{tree.uid}:{content_tag(docker_client, ref)}"
+    published = status_of(spec, "ImageMap", tree.uid)
+    assert (published["image"], published["imageFromLocal"]) == (ref, ref)
+    assert published["buildStartTime"] == now["completed"]["startedAt"]
+    assert image_content(docker_client, ref) == "v2\n"
+    assert settled(tree) == ["v1", "v2"]
+    assert daemon.problems() == []
+
+
+def test_a_touch_or_a_same_content_rewrite_builds_nothing(tree: Tree, watchers: Watchers) -> None:
+    folder = image_dir(tree, "img", "v1")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    daemon = watchers.start(tree.root)
+    before = wait_done(spec, "img")
+    src = folder / "src.txt"
+
+    later = time.time() + 100
+    os.utime(src, (later, later))
+    assert settled(tree) == ["v1"]
+    src.write_text("v1")
+    assert settled(tree) == ["v1"]
+    assert status_of(spec, "CmdImage", "img") == before
+    assert daemon.problems() == []
+
+
+def test_fifty_saves_in_200_ms_build_once_with_the_last_content(
+    tree: Tree, watchers: Watchers
+) -> None:
+    folder = image_dir(tree, "img", "start")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+
+    began = time.monotonic()
+    for i in range(50):
+        (folder / "src.txt").write_text(f"save {i}")
+        time.sleep(0.003)
+    assert time.monotonic() - began < 0.2  # else this run did not test the claim
+
+    wait_lines(tree, 2)
+    assert settled(tree) == ["start", "save 49"]
+    assert wait_done(spec, "img")["completed"]["reason"] == "changed files: src.txt"
+    assert daemon.problems() == []
+
+
+# --- 4-5: cancelling and dependencies --------------------------------------------------------
+
+
+def test_a_change_during_a_slow_build_cancels_it_and_builds_the_last_content(
+    tree: Tree, watchers: Watchers
+) -> None:
+    folder = image_dir(tree, "img", "v1")
+    (tree.out / "delay").write_text("0")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", slow_script(tree)))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+    (tree.out / "delay").write_text("60")  # longer than any wait here: only a cancel ends it
+    (folder / "src.txt").write_text("v2")
+    slow = wait_lines(tree, 2, "pids")[1]
+
+    (tree.out / "delay").write_text("0")
+    (folder / "src.txt").write_text("v3")
+
+    wait_until(lambda: not group_members(int(slow)), f"the first build (pid {slow}) to end")
+    done = wait_done(spec, "img", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == "changed files: src.txt"
+    assert "error" not in done["completed"]
+    assert tree.lines() == ["v1", "v3"]
+    assert len(tree.pids()) == 3
+    assert "inputs changed during the build; cancelling it" in daemon.output()
+
+
+def test_a_base_rebuild_rebuilds_its_dependent_with_the_new_base_image(
+    tree: Tree, watchers: Watchers, docker_client: docker.DockerClient
+) -> None:
+    base_dir = image_dir(tree, "base", "v1\n", dockerfile=True)
+    base_name = f"{tree.uid}-base"
+    base = tree.spec("base/base.yaml", cmdimage("base", base_name, args=["sh", "-c", DOCKER_BUILD]))
+    image_dir(tree, "app", "app")
+    app = tree.spec(
+        "app/app.yaml",
+        cheap(tree, "app", tree.record("$TILT_IMAGE_0", "saw"), imageMaps=[base_name]),
+    )
+    daemon = watchers.start(tree.root)
+    wait_done(app, "app")
+    first = status_of(base, "CmdImage", "base")["ref"]
+    assert tree.lines("saw") == [first]
+
+    (base_dir / "content.txt").write_text("v2\n")
+
+    done = wait_done(app, "app", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == f"image map {base_name} updated"
+    second = status_of(base, "CmdImage", "base")["ref"]
+    assert re.fullmatch(f"{base_name}:{CONTENT_TAG}", second) and second != first
+    assert status_of(base, "ImageMap", base_name)["imageFromLocal"] == second
+    assert settled(tree, "saw") == [first, second]
+    assert image_content(docker_client, second) == "v2\n"
+    assert daemon.problems() == []
+
+
+# --- 6: editors ------------------------------------------------------------------------------
+
+
+def test_editor_saves_of_a_source_build_once_each_with_the_final_content(
+    tree: Tree, watchers: Watchers
+) -> None:
+    folder = image_dir(tree, "img", "v1")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+    src = folder / "src.txt"
+
+    vim_save(src, "v2")
+    wait_lines(tree, 2)
+    assert settled(tree) == ["v1", "v2"]
+
+    jetbrains_save(src, "v3")
+    wait_lines(tree, 3)
+    assert settled(tree) == ["v1", "v2", "v3"]
+
+    src.unlink()
+    src.write_text("v4")
+    wait_lines(tree, 4)
+    assert settled(tree) == ["v1", "v2", "v3", "v4"]
+    assert sorted(p.name for p in folder.iterdir()) == ["img.status.yaml", "img.yaml", "src.txt"]
+    assert daemon.problems() == []
+
+
+def test_an_editor_save_of_the_spec_file_builds_once_with_the_new_spec(
+    tree: Tree, watchers: Watchers
+) -> None:
+    image_dir(tree, "img", "v1")
+    script = tree.record("$(cat src.txt) $MODE")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", script, env=["MODE=a"]))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+
+    vim_save(spec, cheap(tree, "img", script, env=["MODE=b"]) + "\n")
+
+    done = wait_done(spec, "img", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == "spec changed"
+    assert settled(tree) == ["v1 a", "v1 b"]
+
+    vim_save(spec, spec.read_text())  # the same bytes again: nothing to do
+    assert settled(tree) == ["v1 a", "v1 b"]
+    assert daemon.problems() == []
+
+
+# --- 7-8: broken and deleted specs ---------------------------------------------------------
+
+
+def block_spec(tree: Tree, name: str, script: str, args: str | None = None) -> str:
+    """A CmdImage in block style, so that a test can break one line of it."""
+    return (
+        "apiVersion: tilt.dev/v1alpha1\nkind: CmdImage\nmetadata:\n"
+        f"  name: {name}\nspec:\n  ref: {tree.uid}-{name}\n  outputMode: remote\n"
+        f"  args: {args or json.dumps(['sh', '-c', script])}\n"
+    )
+
+
+def test_a_broken_spec_keeps_the_last_image_and_reports_until_fixed(
+    tree: Tree, watchers: Watchers
+) -> None:
+    folder = image_dir(tree, "img", "v1")
+    good = block_spec(tree, "img", tree.record())
+    spec = tree.spec("img/img.yaml", good)
+    watchers.start(tree.root)
+    before = wait_done(spec, "img")
+    published = status_of(spec, "ImageMap", f"{tree.uid}-img")
+
+    spec.write_text(good + "  env: [unclosed\n")
+
+    error = wait_until(lambda: find_doc(spec, "SpecFileError", "img.yaml"), "a SpecFileError")
+    assert error["apiVersion"] == "cmdimage-watch.dev/v1"
+    assert re.match(rf"{re.escape(str(spec))}:\d+:\d+: \S", error["error"])
+    assert status_of(spec, "CmdImage", "img") == before
+    assert status_of(spec, "ImageMap", f"{tree.uid}-img") == published
+    (folder / "src.txt").write_text("v2")
+    assert settled(tree) == ["v1"]  # nothing of a broken spec rebuilds
+
+    spec.write_text(good)
+
+    done = wait_done(spec, "img", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == "changed files: src.txt"
+    assert [d["kind"] for d in status_docs(spec)] == ["CmdImage", "ImageMap"]
+    (folder / "src.txt").write_text("v3")
+    wait_lines(tree, 3)
+    assert settled(tree) == ["v1", "v2", "v3"]
+
+
+def test_an_invalid_field_reports_invalid_spec_and_keeps_the_image(
+    tree: Tree, watchers: Watchers
+) -> None:
+    image_dir(tree, "img", "v1")
+    good = block_spec(tree, "img", tree.record())
+    spec = tree.spec("img/img.yaml", good)
+    watchers.start(tree.root)
+    wait_done(spec, "img")
+    published = status_of(spec, "ImageMap", f"{tree.uid}-img")
+
+    spec.write_text(block_spec(tree, "img", "", args="[]"))
+
+    reason = wait_until(
+        lambda: status_of(spec, "CmdImage", "img").get("waiting", {}).get("reason"),
+        "a waiting reason",
+    )
+    assert reason.startswith(f"invalid spec: {spec}:8:")
+    assert "spec.args" in reason
+    assert status_of(spec, "ImageMap", f"{tree.uid}-img") == published
+    assert settled(tree) == ["v1"]
+
+
+def test_deleting_a_spec_cancels_its_build_and_its_dependent_waits(
+    tree: Tree, watchers: Watchers
+) -> None:
+    base_dir = image_dir(tree, "base", "v1")
+    (tree.out / "delay").write_text("0")
+    base = tree.spec("base/base.yaml", cheap(tree, "base", slow_script(tree)))
+    image_dir(tree, "app", "app")
+    app = tree.spec("app/app.yaml", cheap(tree, "app", "true", imageMaps=[f"{tree.uid}-base"]))
+    watchers.start(tree.root)
+    wait_done(app, "app")
+    (tree.out / "delay").write_text("60")
+    (base_dir / "src.txt").write_text("v2")
+    slow = int(wait_lines(tree, 2, "pids")[1])
+
+    base.unlink()
+
+    wait_until(lambda: not group_members(slow), f"the build of base (pid {slow}) to end")
+    wait_until(lambda: not status_path(base).exists(), "base's status file to go")
+    reason = wait_until(
+        lambda: status_of(app, "CmdImage", "app").get("waiting", {}).get("reason"),
+        "app to wait",
+    )
+    assert reason.startswith(f"waiting for image map {tree.uid}-base")
+    assert tree.lines() == ["v1"]
+
+
+# --- 9-11: signals and restarts --------------------------------------------------------------
+
+
+def test_sigterm_during_a_build_exits_0_and_leaves_no_build_process(
+    tree: Tree, watchers: Watchers
+) -> None:
+    image_dir(tree, "img", "v1")
+    script = f"echo $$ >> {q(tree.out / 'pids')}; sleep 60 & sleep 60"
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", script))
+    daemon = watchers.start(tree.root)
+    pgid = int(wait_lines(tree, 1, "pids")[0])
+    wait_until(lambda: len(group_members(pgid)) == 3, "sh and both sleeps")
+
+    daemon.signal(signal.SIGTERM)
+
+    assert daemon.wait_exit() == 0
+    assert group_members(pgid) == []
+    value = status_of(spec, "CmdImage", "img")
+    assert value["completed"]["error"] == "build cancelled: cmdimage-watch was stopped"
+    assert "building" not in value
+    assert "stopped; cancelled 1 running build(s)" in daemon.output()
+
+
+def test_a_restart_with_nothing_changed_builds_nothing(
+    tree: Tree, watchers: Watchers, docker_client: docker.DockerClient
+) -> None:
+    image_dir(tree, "app", "v1\n", dockerfile=True)
+    script = f"{tree.record('$(cat content.txt)')} && {DOCKER_BUILD}"
+    spec = tree.spec("app/app.yaml", cmdimage("app", tree.uid, args=["sh", "-c", script]))
+    other_dir = image_dir(tree, "other", "o1")
+    other = tree.spec("other/other.yaml", cheap(tree, "other", tree.record(name="other")))
+    first = watchers.start(tree.root)
+    wait_done(spec, "app")
+    wait_done(other, "other")
+    before = find_doc(spec, "CmdImage", "app")
+    assert first.stop() == 0
+    (other_dir / "src.txt").write_text("o2")  # a change while no daemon runs
+
+    watchers.start(tree.root)
+
+    # `other` changed, so it builds: proof the new daemon looked at the tree
+    wait_done(other, "other", lambda done: done["reason"] == "changed files: src.txt")
+    assert settled(tree) == ["v1"]
+    after = find_doc(spec, "CmdImage", "app")
+    assert after["metadata"] == before["metadata"]  # the same inputs digest
+    assert after["status"]["ref"] == before["status"]["ref"]
+    assert after["status"]["completed"]["reason"] in ("initial build", "up to date")
+    assert tree.lines("other") == ["o1", "o2"]
+
+
+def test_a_restart_after_sigkill_ends_the_orphaned_build_and_rebuilds(
+    tree: Tree, watchers: Watchers
+) -> None:
+    image_dir(tree, "img", "v1")
+    (tree.out / "delay").write_text("60")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", slow_script(tree)))
+    killed = watchers.start(tree.root)
+    orphan = int(wait_lines(tree, 1, "pids")[0])
+    assert "building" in status_of(spec, "CmdImage", "img")
+
+    killed.signal(signal.SIGKILL)
+    assert killed.wait_exit() == -signal.SIGKILL
+    assert running(orphan)  # left behind, as a crash leaves it
+    (tree.out / "delay").write_text("0")
+
+    daemon = watchers.start(tree.root)
+
+    wait_until(lambda: not group_members(orphan), f"the orphaned build (pid {orphan}) to end")
+    done = wait_done(spec, "img")
+    assert "error" not in done["completed"]
+    assert done["completed"]["reason"] == "initial build"
+    assert tree.lines() == ["v1"]
+    assert len(tree.pids()) == 2
+    assert f"ending the build of img left running (process group {orphan})" in daemon.output()
+
+
+# --- 12-13: the command line around the daemon ----------------------------------------------
+
+
+def test_a_second_daemon_on_the_same_tree_exits_1_and_bad_usage_exits_2(
+    tree: Tree, watchers: Watchers, env: dict[str, str], tmp_path: Path
+) -> None:
+    image_dir(tree, "img", "v1")
+    tree.spec("img/img.yaml", cheap(tree, "img", "true"))
+    first = watchers.start(tree.root)
+
+    second = cli("watch", tree.root, "--debounce", "0.05", env=env)
+
+    assert second.returncode == 1
+    assert f"another cmdimage-watch (pid {first.pid}) is watching {tree.root.resolve()}" in (
+        second.stderr
+    )
+    missing = cli("watch", tmp_path / "missing", env=env)
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'missing'} is not a folder" in missing.stderr
+    assert cli("watch", tree.root, "--no-such-flag", env=env).returncode == 2
+    assert first.proc.poll() is None
+
+
+def test_trigger_rebuilds_an_up_to_date_image_and_wait_reports_the_result(
+    tree: Tree, watchers: Watchers, env: dict[str, str]
+) -> None:
+    image_dir(tree, "ok", "v1")
+    ok = tree.spec("ok/ok.yaml", cheap(tree, "ok", tree.record()))
+    image_dir(tree, "bad", "v1")
+    bad = tree.spec("bad/bad.yaml", cheap(tree, "bad", "exit 3"))
+    watchers.start(tree.root)
+    wait_done(ok, "ok")
+    wait_done(bad, "bad")
+
+    assert cli("trigger", tree.root, "ok", env=env).returncode == 0
+    waited = cli("wait", tree.root, "ok", "--timeout", "30", env=env)
+
+    assert waited.returncode == 0, waited.stderr
+    value = status_of(ok, "CmdImage", "ok")
+    assert value["completed"]["reason"] == "manual trigger"
+    assert "error" not in value["completed"]
+    assert tree.lines() == ["v1", "v1"]
+    failing = cli("wait", tree.root, "bad", "--timeout", "30", env=env)
+    assert failing.returncode == 1
+    assert 'bad: Custom build "exit 3" failed: exit status 3' in failing.stderr
+
+
+def test_wait_after_trigger_waits_for_the_triggered_build_behind_its_base(
+    tree: Tree, watchers: Watchers, env: dict[str, str]
+) -> None:
+    base_dir = image_dir(tree, "base", "v1")
+    (tree.out / "delay").write_text("0")
+    tree.spec("base/base.yaml", cheap(tree, "base", slow_script(tree)))
+    image_dir(tree, "app", "a1")
+    app = tree.spec(
+        "app/app.yaml",
+        cheap(tree, "app", tree.record(name="app"), imageMaps=[f"{tree.uid}-base"]),
+    )
+    watchers.start(tree.root)
+    wait_done(app, "app")
+    (tree.out / "delay").write_text("2")
+    (base_dir / "src.txt").write_text("v2")
+    wait_lines(tree, 2, "pids")  # base is building; app must wait for it
+
+    assert cli("trigger", tree.root, "app", env=env).returncode == 0
+    waited = cli("wait", tree.root, "app", "--timeout", "30", env=env)
+
+    assert waited.returncode == 0, waited.stderr
+    assert tree.lines("app") == ["a1", "a1"]
+    assert status_of(app, "CmdImage", "app")["completed"]["reason"] == "manual trigger"
+
+
+def test_a_trigger_left_by_a_killed_daemon_is_built_by_the_next(
+    tree: Tree, watchers: Watchers, env: dict[str, str]
+) -> None:
+    base_dir = image_dir(tree, "base", "v1")
+    (tree.out / "delay").write_text("0")
+    tree.spec("base/base.yaml", cheap(tree, "base", slow_script(tree)))
+    image_dir(tree, "app", "a1")
+    app = tree.spec(
+        "app/app.yaml",
+        cheap(tree, "app", tree.record(name="app"), imageMaps=[f"{tree.uid}-base"]),
+    )
+    killed = watchers.start(tree.root)
+    wait_done(app, "app")
+    (tree.out / "delay").write_text("60")
+    (base_dir / "src.txt").write_text("v2")
+    wait_lines(tree, 2, "pids")
+    assert cli("trigger", tree.root, "app", env=env).returncode == 0
+    killed.wait_log("triggered: app")  # taken, and queued behind base
+    killed.signal(signal.SIGKILL)
+    killed.wait_exit()
+    (tree.out / "delay").write_text("0")
+
+    watchers.start(tree.root)
+    waited = cli("wait", tree.root, "app", "--timeout", "30", env=env)
+
+    assert waited.returncode == 0, waited.stderr
+    assert status_of(app, "CmdImage", "app")["completed"]["reason"] == "manual trigger"
+    assert tree.lines("app") == ["a1", "a1"]
+
+
+def test_trigger_without_a_daemon_exits_1_and_says_how_to_start_one(
+    tree: Tree, env: dict[str, str]
+) -> None:
+    image_dir(tree, "img", "v1")
+    tree.spec("img/img.yaml", cheap(tree, "img", "true"))
+
+    result = cli("trigger", tree.root, "img", env=env)
+
+    assert result.returncode == 1
+    assert f"no cmdimage-watch is watching {tree.root}" in result.stderr
+    assert f"start one with `cmdimage-watch watch {tree.root}`" in result.stderr
+
+
+# --- 14: FileWatch -------------------------------------------------------------------------
+
+
+def test_a_source_save_appears_in_the_file_watch_status(tree: Tree, watchers: Watchers) -> None:
+    folder = image_dir(tree, "img", "unused")
+    source = folder / "src" / "a.txt"
+    source.parent.mkdir()
+    source.write_text("a1")
+    name = f"{tree.uid}-img"
+    spec = tree.spec(
+        "img/img.yaml",
+        cheap(tree, "img", tree.record("$(cat src/a.txt)")),
+        filewatch(f"image:{name}", watchedPaths=["src"]),
+    )
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+    assert status_of(spec, "FileWatch", f"image:{name}").get("monitorStartTime")
+
+    source.write_text("a2")
+
+    done = wait_done(spec, "img", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == "changed files: src/a.txt"
+    watch = status_of(spec, "FileWatch", f"image:{name}")
+    assert [event["seenFiles"] for event in watch["fileEvents"]] == [[str(source)]]
+    assert watch["lastEventTime"] == watch["fileEvents"][0]["time"]
+    (folder / "src.txt").write_text("not watched")  # outside watchedPaths: not a source
+    assert settled(tree) == ["a1", "a2"]
+    assert daemon.problems() == []
+
+
+def test_the_harness_stops_what_it_started(tree: Tree, watchers: Watchers) -> None:
+    image_dir(tree, "img", "v1")
+    tree.spec("img/img.yaml", cheap(tree, "img", "true"))
+    daemon: Watcher = watchers.start(tree.root)
+
+    watchers.stop_all()
+
+    assert daemon.proc.returncode == 0
+    assert not running(daemon.pid)
