@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from cmdimage_watch import lifecycle, project, specfiles, terminal, views
 from cmdimage_watch.builder import Builder
@@ -254,8 +256,22 @@ def show_status(
     if as_json:
         typer.echo(json.dumps([r.to_json(now) for r in found], indent=2))
     else:
-        Console(width=200 if not sys.stdout.isatty() else None).print(views.table(found, now))
-    raise typer.Exit(1 if any(r.state in ("failed", "invalid") for r in found) else 0)
+        _print_table(views.table(found, now))
+    # a file that cannot be parsed has no rows to show its images: say why they are missing
+    broken = [f.error for f in index.files.values() if f.error]
+    for error in broken:
+        typer.echo(error, err=True)
+    failed = broken or any(r.state in ("failed", "invalid") for r in found)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_table(table: Table) -> None:
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    out = io.StringIO()  # a pipe: wide enough for long refs, and no padding at line ends
+    Console(file=out, width=200, color_system=None).print(table)
+    typer.echo("\n".join(line.rstrip() for line in out.getvalue().splitlines()))
 
 
 @app.command()

@@ -27,6 +27,8 @@ from cmdimage_watch.settings import Settings
 from cmdimage_watch.specfiles import SpecFile
 from cmdimage_watch.watcher import READY, Watcher
 
+POLL_RECHECK_S = 1.1
+
 
 class Daemon:
     def __init__(self, settings: Settings, builder: Builder) -> None:
@@ -127,12 +129,29 @@ class Daemon:
                 if not batch.done():
                     batch.cancel()
                     return
+                paths = set(batch.result())
+                if poll:
+                    self._recheck_later(paths)
                 if batch.result() is READY:
                     self._on_ready()
-                elif self._handle(set(batch.result())):
+                elif self._handle(paths):
                     return  # folders came or went: watch the new set
         finally:
             await watcher.close()
+
+    def _recheck_later(self, paths: set[Path]) -> None:
+        """Polling compares mtimes to the second: a second save of a file in the second of
+        the first, same size, goes unseen. So look at what a batch touched once more when
+        that second is over; the content hashes (to the nanosecond) tell what changed."""
+
+        def recheck() -> None:
+            if paths:
+                self._work_for(paths, self._spec_paths(paths))
+            else:  # the first scan: a save in its second is as unseen
+                self._work_for(set(self.files), set(self.files))
+                self._request(set(self.index.images), "a second look after start-up")
+
+        asyncio.get_running_loop().call_later(POLL_RECHECK_S, recheck)
 
     def _on_ready(self) -> None:
         """The watches are in place: from now on no change is missed, so start working."""
@@ -173,21 +192,26 @@ class Daemon:
     def _handle(self, paths: set[Path]) -> bool:
         """Turn one batch of changed paths into work; True when the watched folders change."""
         triggered = self._triggers(paths)
-        spec_paths = {
-            p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)
-        }
+        spec_paths = self._spec_paths(paths)
+        self._work_for(paths, spec_paths)
+        self._record_file_events(paths - spec_paths)
+        if triggered:
+            self._run_triggers(triggered)
+        moved = any(p.is_dir() or p in self.watched for p in paths)
+        return bool(spec_paths or moved) and self._watch_dirs() != self.watched
+
+    def _spec_paths(self, paths: set[Path]) -> set[Path]:
+        return {p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)}
+
+    def _work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
+        """Re-read the spec files among `paths`; request the images they or sources touch."""
         requested = self._reload(spec_paths) if spec_paths else {}
         requested.update(self._ignore_files_changed(paths))
         for name, roots in self.roots.items():
             hits = [p for p in paths - spec_paths if any(r.covers(p) for r in roots)]
             if hits:
                 requested.setdefault(name, _relative(hits, self.root))
-        self._record_file_events(paths - spec_paths)
         self._request(set(requested), _cause(requested))
-        if triggered:
-            self._run_triggers(triggered)
-        moved = any(p.is_dir() or p in self.watched for p in paths)
-        return bool(spec_paths or moved) and self._watch_dirs() != self.watched
 
     def _ignore_files_changed(self, paths: set[Path]) -> dict[str, str]:
         folders = {p.parent for p in paths if p.name == ".dockerignore"}

@@ -8,7 +8,7 @@ argument, so the same facts render the same way in a test.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,10 @@ def rows(index: Index, state: status.State, root: Path) -> list[Row]:
             problem = index.problem(entry)
             if problem and entry.loc not in index.kept:
                 found.append(Row(entry.name, "invalid", problem, "", problem, shown))
-            else:
-                found.append(row(entry.name, state.images.get(entry.name), shown))
+                continue
+            shown_row = row(entry.name, state.images.get(entry.name), shown)
+            broken = problem or spec_file.error  # its last good object is kept meanwhile
+            found.append(replace(shown_row, error=broken) if broken else shown_row)
     return sorted(found, key=lambda r: r.name)
 
 
@@ -144,11 +146,12 @@ def _age(r: Row, now: datetime) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return ""
-    if value < 60:
+    if value < 59.95:
         return f"{value:.1f}s"
-    if value < 3600:
-        return f"{value // 60:.0f}m{value % 60:02.0f}s"
-    return f"{value // 3600:.0f}h{value % 3600 // 60:02.0f}m"
+    whole = round(value)  # before splitting, so that 119.6 s shows as 2m00s, not 1m60s
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _round(value: float | None) -> float | None:

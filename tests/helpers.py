@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import looptime
+from jsonschema import Draft202012Validator
 
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.specfiles import load_spec_file
 
+SCHEMAS = Path(__file__).parent / "schemas"
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -53,6 +55,13 @@ def write(path: Path, *docs: str) -> Path:
 
 def index_of(*paths: Path) -> Index:
     return build_index(load_spec_file(p) for p in paths)
+
+
+def schema(name: str) -> Draft202012Validator:
+    """A validator for tests/schemas/NAME.schema.json (JSON Schema 2020-12), itself checked."""
+    found = json.loads((SCHEMAS / f"{name}.schema.json").read_text("utf-8"))
+    Draft202012Validator.check_schema(found)
+    return Draft202012Validator(found, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def run_async(coro: Coroutine[Any, Any, T], *, virtual: bool = False) -> T:

@@ -40,7 +40,7 @@ from tests.daemon_harness import (
     status_path,
     wait_until,
 )
-from tests.helpers import cmdimage, filewatch
+from tests.helpers import cmdimage, filewatch, imagemap
 
 SETTLE_S = 1.0  # well past the 50 ms debounce: anything still to come would have come
 CONTENT_TAG = "tilt-[0-9a-f]{16}"
@@ -289,6 +289,68 @@ def test_a_base_rebuild_rebuilds_its_dependent_with_the_new_base_image(
     assert settled(tree, "saw") == [first, second]
     assert image_content(docker_client, second) == "v2\n"
     assert daemon.problems() == []
+
+
+def test_a_hand_written_image_map_edit_rebuilds_what_is_built_from_it(
+    tree: Tree, watchers: Watchers
+) -> None:
+    """An image built by another tool, named in an ImageMap's status by hand: editing that
+    status is a new image for the dependents, as a build of ours would be."""
+    external = tree.spec(
+        "external.yaml",
+        imagemap(
+            "db", "registry.example.com/db", status={"image": "db:1", "imageFromLocal": "db:1"}
+        ),
+    )
+    image_dir(tree, "app", "app")
+    app = tree.spec(
+        "app/app.yaml", cheap(tree, "app", tree.record("$TILT_IMAGE_0", "saw"), imageMaps=["db"])
+    )
+    daemon = watchers.start(tree.root)
+    wait_done(app, "app")
+    assert tree.lines("saw") == ["db:1"]
+
+    external.write_text(external.read_text().replace('"db:1"', '"db:2"'))
+
+    done = wait_done(app, "app", lambda done: done["reason"] != "initial build")
+    assert done["completed"]["reason"] == "image map db updated"
+    assert settled(tree, "saw") == ["db:1", "db:2"]
+    assert status_of(external, "ImageMap", "db")["imageFromLocal"] == "db:2"
+    assert daemon.problems() == []
+
+
+def test_polling_sees_saves_even_within_one_second(tree: Tree, watchers: Watchers) -> None:
+    """The poller compares mtimes to the second: v2 lands in the second of the first scan,
+    v3 in the second of v2, both of the same size. The second look catches both."""
+    folder = image_dir(tree, "img", "v1")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    daemon = watchers.start(tree.root, "--poll")
+    (folder / "src.txt").write_text("v2")
+    wait_until(lambda: "v2" in tree.lines(), "a build of v2")
+    (folder / "src.txt").write_text("v3")
+    time.sleep(0.2)
+    (folder / "src.txt").write_text("v4")
+    wait_until(lambda: tree.lines()[-1:] == ["v4"], "a build of v4")
+    assert "v4" in settled(tree)[-1]
+    assert wait_done(spec, "img")["completed"]["reason"] == "changed files: src.txt"
+    assert daemon.problems() == []
+
+
+def test_a_storm_is_logged_with_its_size_and_cause_then_built(
+    tree: Tree, watchers: Watchers
+) -> None:
+    specs = {}
+    for name in ("a", "b", "c"):
+        image_dir(tree, name, "v1")
+        specs[name] = tree.spec(f"{name}/{name}.yaml", cheap(tree, name, tree.record()))
+    daemon = watchers.start(tree.root, "--storm-threshold", "2")
+    for name, spec in specs.items():
+        wait_done(spec, name)
+    for name in specs:  # a branch switch, as it looks to the watcher
+        (tree.root / name / "src.txt").write_text("v2")
+    assert sorted(wait_lines(tree, 6)[3:]) == ["v2", "v2", "v2"]
+    daemon.wait_log("3 images to re-evaluate at once (changed files:")
+    assert [p for p in daemon.problems() if "re-evaluate" not in p] == []
 
 
 # --- 6: editors ------------------------------------------------------------------------------
