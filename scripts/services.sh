@@ -114,11 +114,12 @@ start_dockerd() {
   local driver=$1
   printf '{"deprecated-key-path": "%s/key.json"}\n' "$D" >"$D/daemon.json"
   mkdir -p "$D/root" "$D/exec"
-  # setsid + closed stdio: the engine must outlive this script and not hold its pipes open.
+  # setsid + closed stdio: the engine must outlive this script and not hold its pipes open,
+  # nor the start lock (fd 9), which would keep every later start waiting.
   setsid /usr/sbin/dockerd --config-file "$D/daemon.json" --storage-driver="$driver" \
     --iptables=false --ip6tables=false --bridge=none \
     --data-root "$D/root" --exec-root "$D/exec" --pidfile "$DOCKERD_PIDFILE" \
-    --host "unix://$SOCK" </dev/null >"$D/dockerd.log" 2>&1 &
+    --host "unix://$SOCK" </dev/null >"$D/dockerd.log" 2>&1 9>&- &
   local pid=$!
   if wait_until "$READY_TIMEOUT_S" "$pid" engine_answers; then
     echo "$driver" >"$D/storage-driver"
@@ -189,7 +190,7 @@ ensure_registry() {
   mkdir -p "$D/registry"
   write_registry_config
   setsid /usr/bin/docker-registry serve "$D/registry.yml" \
-    </dev/null >"$D/registry.log" 2>&1 &
+    </dev/null >"$D/registry.log" 2>&1 9>&- &
   local pid=$!
   echo "$pid" >"$REGISTRY_PIDFILE"
   wait_until "$READY_TIMEOUT_S" "$pid" registry_answers && return 0

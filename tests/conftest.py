@@ -5,6 +5,7 @@ they answer and hand them to the tests. A missing engine or registry fails the t
 it, with the command that fixes it: nothing here skips.
 """
 
+import contextlib
 import os
 import socket
 import urllib.request
@@ -92,3 +93,12 @@ def base_image(docker_client: docker.DockerClient) -> str:
     else:
         return BASE_IMAGE
     pytest.fail(f"{BASE_IMAGE} is not in the engine: {FIX}", pytrace=False)
+
+
+def remove_images(client: docker.DockerClient, marker: str) -> None:
+    """Remove every tag that contains `marker` (a test's unique id) from the engine."""
+    for image in client.images.list():
+        for tag in image.tags:
+            if marker in tag:
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.images.remove(tag, force=True)

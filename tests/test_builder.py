@@ -35,6 +35,7 @@ import pytest
 from cmdimage_watch import models
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest, BuildResult
 from cmdimage_watch.graph import Index
+from tests.conftest import remove_images
 from tests.helpers import cluster, cmdimage, index_of, run_async, write
 
 T = TypeVar("T")
@@ -105,11 +106,7 @@ def project(
     yield proj
     for built in proj.builders:
         built.close()
-    for image in docker_client.images.list():
-        for tag in image.tags:
-            if uid in tag:
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.images.remove(tag, force=True)
+    remove_images(docker_client, uid)
 
 
 def request(

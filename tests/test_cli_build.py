@@ -7,7 +7,6 @@ and the status files written beside the specs are parsed and checked.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -23,6 +22,7 @@ import docker.errors
 import pytest
 
 from cmdimage_watch.specfiles import read_status_file
+from tests.conftest import remove_images
 from tests.helpers import cmdimage, write
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -68,11 +68,7 @@ def tree(tmp_path: Path, docker_client: docker.DockerClient, base_image: str) ->
     (found.root / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY app.txt /\n")
     (found.root / "app" / "app.txt").write_text("app\n")
     yield found
-    for image in docker_client.images.list():
-        for tag in image.tags:
-            if uid in tag:
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.images.remove(tag, force=True)
+    remove_images(docker_client, uid)
 
 
 def check_built(tree: Tree, name: str, client: docker.DockerClient, reason: str | None) -> str:

@@ -9,7 +9,6 @@ Docker check); `docker build` runs only where the test is about images. Nothing 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import docker
 import docker.errors
 import pytest
 
+from tests.conftest import remove_images
 from tests.daemon_harness import (
     Tree,
     Watcher,
@@ -56,11 +56,7 @@ def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
     made.out.mkdir()
     yield made
     made.kill_recorded(started)
-    for image in docker_client.images.list():
-        for tag in image.tags:
-            if made.uid in tag:
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.images.remove(tag, force=True)
+    remove_images(docker_client, made.uid)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import pytest
 from rich.color import Color
 
 from cmdimage_watch import views
+from tests.conftest import remove_images
 from tests.daemon_harness import (
     Watchers,
     cli,
@@ -77,11 +78,7 @@ def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
     (made.img / "Dockerfile").write_text(DOCKERFILE)
     (made.img / "content.txt").write_text("one\n")
     yield made
-    for image in docker_client.images.list():
-        for tag in image.tags:
-            if made.uid in tag:
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.images.remove(tag, force=True)
+    remove_images(docker_client, made.uid)
 
 
 @pytest.fixture
