@@ -28,6 +28,7 @@ from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings
+from cmdimage_watch.statuswriter import StatusWriter
 
 app = typer.Typer(
     add_completion=False,
@@ -105,7 +106,8 @@ async def _build(
         settings.log_dir, output=output.build_line, build_timeout=settings.build_timeout
     )
     reconciler = Reconciler(index, builder, settings, state, inputs)
-    reconciler.on_status = project.status_writer(index, state)
+    writer = StatusWriter(lambda: index, lambda: state)
+    reconciler.on_status = writer.write
     try:
         return await run_once(Scheduler(reconciler), names, force)
     finally:

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import errno
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,13 @@ from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.specfiles import SpecFile
+from cmdimage_watch.statuswriter import StatusWriter
 from cmdimage_watch.watcher import READY, Watcher
 
 POLL_RECHECK_S = 1.1
+
+
+STATUS_DELAY_S = 0.01  # status changes this close together are one write of the file
 
 
 class Daemon:
@@ -43,8 +48,11 @@ class Daemon:
         self.scheduler = Scheduler(self.reconciler)
         self.roots: dict[str, list[sources.Root]] = {}
         self.watched: set[Path] = set()
+        self.writer = StatusWriter(lambda: self.index, lambda: self.reconciler.state)
+        self._flush_at: asyncio.TimerHandle | None = None
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the first scan is done and builds requested
+        self.started = time.monotonic()
         self.on_event: Callable[[dict[str, Any]], None] = lambda event: None
         self._shown: dict[str, models.CmdImageStatus] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,10 +83,29 @@ class Daemon:
         self._set_index(build_index(self.files.values()))
         state, inputs = project.read_state(self.index, self.settings.state_dir)
         self.reconciler.state, self.reconciler.inputs = state, inputs
-        project.write_all(self.index, state, self.root)
+        self._warn_about_contexts()
+        project.remove_stale(self.index, self.root)
+        shown_by_images = project.files_showing(self.index, self.index.images)
+        self._mark(set(self.files) - shown_by_images)  # the others: once their images are seen
         now = self.reconciler.clock()
         for name in self.index.file_watches:
             state.file_watches[name] = models.FileWatchStatus(monitor_start_time=now)
+
+    def _warn_about_contexts(self) -> None:
+        """Build logs are written while builds run: a build whose folder holds the state
+        folder would read them half-written, and docker fails on such a file."""
+        state = self.settings.state_dir
+        for name, image in sorted(self.index.images.items()):
+            inside = image.dir == state.parent or image.dir in state.parents
+            if inside and not sources.dockerignores(image.dir, state):
+                logger.warning(
+                    "{}: its build folder {} holds {}, which changes during builds; add {} to {}",
+                    name,
+                    image.dir,
+                    state,
+                    state.relative_to(image.dir).as_posix(),
+                    image.dir / ".dockerignore",
+                )
 
     def _set_index(self, index: Index) -> None:
         old, self.index = self.index, index
@@ -133,6 +160,7 @@ class Daemon:
                 if poll:
                     self._recheck_later(paths)
                 if batch.result() is READY:
+                    await self.reconciler.prewarm(self.index.images)
                     self._on_ready()
                 elif self._handle(paths):
                     return  # folders came or went: watch the new set
@@ -168,6 +196,16 @@ class Daemon:
         if left:
             self._run_triggers(left)
         self.ready.set()
+        self._spawn(self._report_start())
+
+    async def _report_start(self) -> None:
+        await self.scheduler.wait_idle()
+        counts: dict[str, int] = {}
+        for row in views.rows(self.index, self.reconciler.state, self.root):
+            counts[row.state] = counts.get(row.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no images"
+        took = time.monotonic() - self.started
+        logger.info("start-up done in {:.2f} s: {}", took, summary)
 
     @property
     def trigger_dir(self) -> Path:
@@ -236,7 +274,11 @@ class Daemon:
         """Force these builds. Their trigger files go only once the builds are done, as
         `wait` takes a trigger file that is still there for a build still to come."""
         self.scheduler.request(sorted(triggers), force=True)
-        task = asyncio.create_task(self._clear_triggers(triggers))
+        self._spawn(self._clear_triggers(triggers))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task of the daemon's own, kept referenced until it is done."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -264,8 +306,7 @@ class Daemon:
             self.scheduler.cancel(name)
             self.reconciler.forget(name, old.images[name].publishes)
         changed = _changed_images(old, self.index)
-        for path in paths:
-            project.write_status(self.index, self.reconciler.state, path)
+        self._mark(paths)
         self._write_statuses(sorted(changed))
         return {name: "spec changed" for name in changed}
 
@@ -286,10 +327,23 @@ class Daemon:
                 state.file_watches[name] = status.file_event(
                     state.file_watches.get(name), now, seen
                 )
-                project.write_status(self.index, state, self.index.file_watch_locs[name].path)
+                self._mark([self.index.file_watch_locs[name].path])
+
+    def _mark(self, paths: Iterable[Path]) -> None:
+        """Have these status files written soon: changes close together make one write."""
+        self.writer.mark(paths)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(STATUS_DELAY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        self.writer.flush()  # what waits for a build is flushed when that build's status changes
 
     def _request(self, names: set[str], cause: str) -> None:
-        if len(names) > self.settings.storm_threshold:
+        if len(names) > self.settings.storm_threshold and cause != "start-up":
             logger.warning(
                 "{} images to re-evaluate at once ({}); building in dependency order, {} at a time",
                 len(names),
@@ -299,8 +353,8 @@ class Daemon:
         self.scheduler.request(sorted(names))
 
     def _write_statuses(self, names: list[str]) -> None:
-        for path in sorted(project.files_showing(self.index, names)):
-            project.write_status(self.index, self.reconciler.state, path)
+        self.writer.changed(names)
+        self._flush_soon()
         for name in names:
             new = self.reconciler.state.images.get(name)
             if new is not None:

@@ -8,7 +8,7 @@ the status file of a spec file. `scheduler` and `daemon` call these.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,11 @@ def write_all(index: Index, state: status.State, root: Path) -> None:
     """Every spec file's status file, and no status file whose spec file is gone or not ours."""
     for path in index.files:
         write_status(index, state, path)
+    remove_stale(index, root)
+
+
+def remove_stale(index: Index, root: Path) -> None:
+    """Remove the status files whose spec file is gone or holds none of our objects."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
@@ -185,13 +190,3 @@ def _unresolved(index: Index, name: str) -> list[str]:
     if image.cluster != "default" and image.cluster not in index.clusters:
         found.append(f"{image.loc}: spec.cluster: no Cluster named {image.cluster}")
     return found
-
-
-def status_writer(index: Index, state: status.State) -> Callable[[list[str]], None]:
-    """An `on_status` callback that rewrites the status files showing the named images."""
-
-    def write(names: list[str]) -> None:
-        for path in sorted(files_showing(index, names)):
-            write_status(index, state, path)
-
-    return write

@@ -9,7 +9,7 @@ decides when to call it; `builder` does the work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +24,9 @@ from cmdimage_watch.sources import Inputs
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+INLINE_MAX_FILES = 200  # sources of a known image hashed without a thread hop
 
 
 class Wait(Exception):
@@ -54,6 +57,7 @@ class Reconciler:
     on_status: Callable[[list[str]], None] = lambda names: None
     cancel_reason: str = "build cancelled: its inputs changed while it ran"
     current: set[str] = field(default_factory=set)  # built or confirmed by this process
+    file_counts: dict[str, int] = field(default_factory=dict)  # sources seen, by image
 
     async def plan(self, name: str, force: bool = False) -> Plan | None:
         """The build `name` needs now, or None (up to date, waiting, or failed as is)."""
@@ -86,9 +90,31 @@ class Reconciler:
     ) -> tuple[models.Cluster | None, list[tuple[str, models.ImageMapStatus]], Inputs]:
         cluster = self._cluster(image)
         maps = self._resolve_maps(image)
-        hashes = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
+        hashes = await self._hash(image)
         pairs = [(n, s.image_from_local or s.image) for n, s in maps]
         return cluster, maps, Inputs.of(image, pairs, cluster, hashes)
+
+    async def _hash(self, image: Image) -> dict[str, str]:
+        """Source hashes: in a thread for a big or unknown source tree, else right here, as
+        a thread hop costs more than stat-ing a few files whose hashes are cached."""
+        count = self.file_counts.get(image.name)
+        if count is None or count > INLINE_MAX_FILES:
+            found = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
+        else:
+            found = sources.hash_sources(image, self.index, self.cache)
+        self.file_counts[image.name] = len(found)
+        return found
+
+    async def prewarm(self, names: Iterable[str]) -> None:
+        """Hash the sources of many images in one trip to a thread (a start-up's work)."""
+        images = [self.index.images[n] for n in names if n in self.index.images]
+
+        def hash_all() -> None:
+            for image in images:
+                found = sources.hash_sources(image, self.index, self.cache)
+                self.file_counts[image.name] = len(found)
+
+        await asyncio.to_thread(hash_all)
 
     def _cluster(self, image: Image) -> models.Cluster | None:
         blocked = self.index.blocked(image.name)

@@ -158,6 +158,7 @@ async def run_once(scheduler: Scheduler, names: Iterable[str] | None, force: boo
     named = set(index.images if names is None else names)
     wanted = with_deps(index, named)
     scheduler.scope = wanted
+    await scheduler.reconciler.prewarm(wanted)
     scheduler.request(sorted(wanted - named))
     scheduler.request(sorted(named), force)
     await scheduler.wait_idle()

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,12 @@ def file_watch_roots(watch: models.FileWatch, folder: Path) -> list[Root]:
 
 def _norm(path: Path) -> Path:
     return Path(os.path.normpath(path))
+
+
+def dockerignores(folder: Path, path: Path) -> bool:
+    """Whether `docker build` in `folder` leaves `path` out of its context."""
+    rel = path.relative_to(folder).as_posix()
+    return bool(_dockerignore(folder).match_file(rel + "/"))
 
 
 def _dockerignore(folder: Path) -> pathspec.PathSpec[Any]:
@@ -192,7 +198,8 @@ class Inputs:
         return cls(spec, str(image.dir), maps, cluster_spec, sources)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Inputs | None:

@@ -349,6 +349,25 @@ def test_a_storm_is_logged_with_its_size_and_cause_then_built(
     assert [p for p in daemon.problems() if "re-evaluate" not in p] == []
 
 
+def test_a_build_of_the_whole_tree_is_told_to_leave_the_state_folder_out(
+    tree: Tree, watchers: Watchers
+) -> None:
+    spec = tree.spec("root.yaml", cheap(tree, "whole", tree.record("whole")))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "whole")
+    state = tree.root / ".cmdimage-watch"
+    (warning,) = daemon.problems()
+    assert warning.endswith(
+        f"WARNING whole: its build folder {tree.root} holds {state}, which changes during "
+        f"builds; add .cmdimage-watch to {tree.root / '.dockerignore'}"
+    )
+    daemon.stop()
+    (tree.root / ".dockerignore").write_text(".cmdimage-watch\n*.status.yaml\n")
+    again = watchers.start(tree.root)
+    wait_done(spec, "whole")
+    assert again.problems() == []
+
+
 # --- 6: editors ------------------------------------------------------------------------------
 
 

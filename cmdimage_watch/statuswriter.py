@@ -1,0 +1,74 @@
+"""Status files out, in the order things happened, without breaking a running build.
+
+A status file usually sits in a build's own context (a spec file beside its Dockerfile).
+`docker build` reads that folder while it runs, and a file replaced under it fails the
+build ("missed writing N bytes"). So a status file under the folder of an image that is
+building waits until that build is over; an image's own `building` status is written
+before its command starts. `reconcile` reports changes; `daemon` and `cli` flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from cmdimage_watch import project, status
+from cmdimage_watch.graph import Index
+
+
+class StatusWriter:
+    def __init__(self, index: Callable[[], Index], state: Callable[[], status.State]) -> None:
+        self._index, self._state = index, state  # read anew: the daemon replaces both
+        self._dirty: dict[Path, None] = {}  # in the order marked: no file runs ahead of its cause
+        self._building: dict[str, Path] = {}  # image -> the folder its command reads
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._dirty)
+
+    def changed(self, names: list[str]) -> None:
+        """These images' statuses changed: mark their files, and write at once the files of
+        those that start building (their command is about to read that folder)."""
+        index, state = self._index(), self._state()
+        starting = []
+        for name in names:
+            value, image = state.images.get(name), index.images.get(name)
+            if value is not None and value.building is not None and image is not None:
+                starting.append(name)
+            else:
+                self._building.pop(name, None)
+        busy = list(self._building.values())
+        written = set()
+        for path in sorted(project.files_showing(index, starting)):
+            if not _under(path, busy):
+                self._dirty.pop(path, None)
+                project.write_status(index, state, path)
+                written.add(path)
+        self._building.update((name, index.images[name].dir) for name in starting)
+        self.mark(project.files_showing(index, names) - written)
+
+    def write(self, names: list[str]) -> None:
+        """`changed`, then `flush`: for a one-shot run, which has no timer to coalesce."""
+        self.changed(names)
+        self.flush()
+
+    def mark(self, paths: Iterable[Path]) -> None:
+        self._dirty.update(dict.fromkeys(sorted(paths)))
+
+    def flush(self) -> None:
+        """Write what is marked, but for files under a building image's folder."""
+        index, state = self._index(), self._state()
+        self._building = {  # an image removed mid-build no longer holds its folder
+            n: d for n, d in self._building.items() if (v := state.images.get(n)) and v.building
+        }
+        busy = list(self._building.values())
+        dirty, self._dirty = self._dirty, {}
+        for path in dirty:
+            if _under(path, busy):
+                self._dirty[path] = None  # after that build
+            else:
+                project.write_status(index, state, path)
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    return any(folder == path.parent or folder in path.parents for folder in folders)

@@ -1,0 +1,59 @@
+"""Status files never change under a running build's folder, and keep the order of events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cmdimage_watch import status
+from cmdimage_watch.specfiles import status_path
+from cmdimage_watch.statuswriter import StatusWriter
+from tests.helpers import cmdimage, index_of, write
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    """`outer` builds the whole tree; `inner`'s spec file lies inside that build's folder."""
+    outer = write(tmp_path / "outer.yaml", cmdimage("outer"))
+    inner = write(tmp_path / "sub" / "inner.yaml", cmdimage("inner"))
+    return outer, inner
+
+
+def test_a_starting_build_writes_its_own_status_before_its_command_runs(tmp_path: Path) -> None:
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    state.images["outer"] = status.building("initial build", T0)
+    writer.changed(["outer"])  # no flush yet: written all the same
+    assert "building" in status_path(outer).read_text()
+    assert not writer.pending
+
+
+def test_files_under_a_building_folder_wait_for_that_build(tmp_path: Path) -> None:
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    state.images["outer"] = status.building("initial build", T0)
+    writer.write(["outer"])
+    state.images["inner"] = status.succeeded("inner:tilt-1", "initial build", T0, T0)
+    writer.write(["inner"])
+    assert not status_path(inner).exists()  # `docker build` of outer is reading sub/ now
+    assert writer.pending
+    state.images["outer"] = status.succeeded("outer:tilt-2", "initial build", T0, T0)
+    writer.write(["outer"])
+    assert "inner:tilt-1" in status_path(inner).read_text()
+    assert "outer:tilt-2" in status_path(outer).read_text()
+    assert not writer.pending
+
+
+def test_a_build_gone_with_its_spec_holds_no_folder(tmp_path: Path) -> None:
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    state.images["outer"] = status.building("initial build", T0)
+    writer.write(["outer"])
+    del state.images["outer"]  # its spec file was deleted mid-build
+    state.images["inner"] = status.succeeded("inner:tilt-1", "initial build", T0, T0)
+    writer.write(["inner"])
+    assert "inner:tilt-1" in status_path(inner).read_text()
