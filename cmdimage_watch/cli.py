@@ -37,6 +37,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _quiet_by_default() -> None:
+    """Commands that report through their own output log only warnings; `build` and `watch`
+    set their own level."""
+    terminal.configure_logging("WARNING")
+
+
 class OnChange(enum.StrEnum):
     restart = "restart"
     queue = "queue"

@@ -47,6 +47,7 @@ class Daemon:
         self.reconciler.on_status = self._write_statuses
         self.scheduler = Scheduler(self.reconciler)
         self.roots: dict[str, list[sources.Root]] = {}
+        self.roots_at: dict[Path, list[tuple[str, sources.Root]]] = {}
         self.watched: set[Path] = set()
         self.writer = StatusWriter(lambda: self.index, lambda: self.reconciler.state)
         self._flush_at: asyncio.TimerHandle | None = None
@@ -115,6 +116,23 @@ class Daemon:
             if name in self.roots and _sources_of(old, name) == _sources_of(index, name)
             else sources.roots(image, index)
             for name, image in index.images.items()
+        }
+        self._index_roots()
+
+    def _index_roots(self) -> None:
+        """Source roots by folder, so that a changed path finds its images by its parents
+        (a handful of look-ups) rather than by asking every image."""
+        self.roots_at = {}
+        for name, roots in self.roots.items():
+            for root in roots:
+                self.roots_at.setdefault(root.path, []).append((name, root))
+
+    def _images_touched(self, path: Path) -> set[str]:
+        return {
+            name
+            for folder in (path, *path.parents)
+            for name, root in self.roots_at.get(folder, ())
+            if root.covers(path)
         }
 
     # --- the watch loop ----------------------------------------------------------------
@@ -200,6 +218,7 @@ class Daemon:
 
     async def _report_start(self) -> None:
         await self.scheduler.wait_idle()
+        self._flush()  # "up to date" is on disk before start-up is called done
         counts: dict[str, int] = {}
         for row in views.rows(self.index, self.reconciler.state, self.root):
             counts[row.state] = counts.get(row.state, 0) + 1
@@ -245,10 +264,12 @@ class Daemon:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
         requested = self._reload(spec_paths) if spec_paths else {}
         requested.update(self._ignore_files_changed(paths))
-        for name, roots in self.roots.items():
-            hits = [p for p in paths - spec_paths if any(r.covers(p) for r in roots)]
-            if hits:
-                requested.setdefault(name, _relative(hits, self.root))
+        hits: dict[str, list[Path]] = {}
+        for path in paths - spec_paths:
+            for name in self._images_touched(path):
+                hits.setdefault(name, []).append(path)
+        for name, touched in hits.items():
+            requested.setdefault(name, _relative(touched, self.root))
         self._request(set(requested), _cause(requested))
 
     def _ignore_files_changed(self, paths: set[Path]) -> dict[str, str]:
@@ -256,6 +277,8 @@ class Daemon:
         hit = {n: "changed .dockerignore" for n, i in self.index.images.items() if i.dir in folders}
         for name in hit:
             self.roots[name] = sources.roots(self.index.images[name], self.index)
+        if hit:
+            self._index_roots()
         return hit
 
     def _triggers(self, paths: set[Path]) -> dict[str, bytes]:
@@ -339,7 +362,9 @@ class Daemon:
             self._flush_at = asyncio.get_running_loop().call_later(STATUS_DELAY_S, self._flush)
 
     def _flush(self) -> None:
-        self._flush_at = None
+        if self._flush_at is not None:
+            self._flush_at.cancel()  # when called before its time
+            self._flush_at = None
         self.writer.flush()  # what waits for a build is flushed when that build's status changes
 
     def _request(self, names: set[str], cause: str) -> None:

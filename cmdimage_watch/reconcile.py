@@ -97,12 +97,13 @@ class Reconciler:
     async def _hash(self, image: Image) -> dict[str, str]:
         """Source hashes: in a thread for a big or unknown source tree, else right here, as
         a thread hop costs more than stat-ing a few files whose hashes are cached."""
-        count = self.file_counts.get(image.name)
+        count, reads = self.file_counts.get(image.name), self.cache.reads
         if count is None or count > INLINE_MAX_FILES:
             found = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
         else:
             found = sources.hash_sources(image, self.index, self.cache)
         self.file_counts[image.name] = len(found)
+        logger.debug("evaluated {}: {} file(s) read", image.name, self.cache.reads - reads)
         return found
 
     async def prewarm(self, names: Iterable[str]) -> None:
