@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 import docker
 import docker.errors
+import requests
 
 from cmdimage_watch import models, refs
 from cmdimage_watch.graph import Image
@@ -56,10 +56,16 @@ class Expected:
 
 
 def display_command(args: list[str]) -> str:
-    """Tilt's display form: `sh -c X` shows as X, anything else as a shell would quote it."""
-    if len(args) == 3 and args[0] in ("sh", "bash", "/bin/sh", "/bin/bash") and args[1] == "-c":
+    """Tilt's display form (model.Cmd.String): `sh -c X` shows as X when X is one line;
+    otherwise the args joined by spaces, an arg with a space in it quoted."""
+    if len(args) == 3 and args[:2] == ["sh", "-c"] and "\n" not in args[2]:
         return args[2]
-    return shlex.join(args)
+    return " ".join(quoted(a) if " " in a else a for a in args)
+
+
+def quoted(text: str) -> str:
+    """Go's %q, near enough: double quotes, backslash escapes, non-ASCII kept as it is."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def expected(request: BuildRequest) -> Expected:
@@ -107,6 +113,12 @@ class Builder:
     on_spawn: Callable[[str, int | None], None] = lambda name, pgid: None
 
     async def build(self, request: BuildRequest) -> BuildResult:
+        try:
+            return await self._build(request)
+        except refs.RefError as exc:  # a ref or tag the registry settings make invalid
+            raise BuildError(f"CmdImage {request.image.name}: {exc}") from None
+
+    async def _build(self, request: BuildRequest) -> BuildResult:
         image = request.image
         exp = expected(request)
         if image.outputs_ref_to:
@@ -115,16 +127,28 @@ class Builder:
         await self._run(image, env)
         docker_host = env.get("DOCKER_HOST", "")
         if image.outputs_ref_to:
-            ref = read_ref_file(image.outputs_ref_to, image.spec.args)
-            if image.output_mode != "remote":
-                await asyncio.to_thread(self._image_id, docker_host, ref)
-            return BuildResult(ref, ref)
+            return await asyncio.to_thread(self._script_ref, request, exp, docker_host)
         assert exp.ref is not None
         if image.output_mode == "remote":
-            return BuildResult(
-                exp.ref, refs.cluster_name(image.ref, exp.registry).with_tag(exp.ref.tag or "")
-            )
+            if image.spec.output_tag:  # Tilt: the tag the command was given, as it is
+                return BuildResult(exp.ref, exp.ref)
+            cluster = refs.cluster_name(image.ref, exp.registry).with_tag(exp.ref.tag or "")
+            return BuildResult(exp.ref, cluster)
         return await asyncio.to_thread(self._tag_and_push, request, exp, docker_host)
+
+    def _script_ref(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult:
+        """outputsImageRefTo: the ref the script wrote, checked and pushed, never retagged."""
+        image = request.image
+        assert image.outputs_ref_to is not None
+        local = read_ref_file(image.outputs_ref_to, image.spec.args)
+        cluster = refs.in_cluster(local, exp.registry)
+        if image.output_mode == "remote":
+            return BuildResult(local, cluster)
+        self._image_id(host, local, written_to=image.outputs_ref_to)
+        registry = exp.registry
+        if needs_push(request) and registry is not None and local.domain == registry.host:
+            self._push(host, local, registry)  # never to a registry the Cluster did not name
+        return BuildResult(local, cluster)
 
     def close(self) -> None:
         """Close the Docker clients (their pooled connections); a later build opens new ones."""
@@ -132,10 +156,12 @@ class Builder:
             client.close()
         self._clients.clear()
 
-    async def exists(self, cluster: models.Cluster | None, ref: str) -> bool:
-        """Whether the engine of `cluster` still has `ref` (so an up-to-date image is kept)."""
+    async def exists(self, image: Image, cluster: models.Cluster | None, ref: str) -> bool:
+        """Whether the engine the build of `image` uses still has `ref` (so an up-to-date
+        image is kept)."""
+        env = dict(entry.split("=", 1) for entry in image.spec.env)
         host = cluster.docker_host if cluster and cluster.docker_host else ""
-        host = host or self.environ.get("DOCKER_HOST", "")
+        host = host or env.get("DOCKER_HOST") or self.environ.get("DOCKER_HOST", "")
         try:
             await asyncio.to_thread(self._image_id, host, refs.parse_ref(ref))
         except (BuildError, refs.RefError):
@@ -155,7 +181,7 @@ class Builder:
             except TimeoutError:
                 await self._stop(proc)
                 raise BuildError(
-                    f"Custom build {json.dumps(display)} timed out after {self.build_timeout:g} s "
+                    f"Custom build {quoted(display)} timed out after {self.build_timeout:g} s "
                     f"(--build-timeout); see the log {log_path}"
                 ) from None
             except BaseException:  # cancelled, or the log's disk is full: end the build too
@@ -165,8 +191,7 @@ class Builder:
                 self.on_spawn(image.name, None)
         if rc != 0:
             raise BuildError(
-                f"Custom build {json.dumps(display)} failed: {_exit_text(rc)}; see the log "
-                f"{log_path}"
+                f"Custom build {quoted(display)} failed: {_exit_text(rc)}; see the log {log_path}"
             )
 
     async def _spawn(
@@ -174,7 +199,7 @@ class Builder:
     ) -> asyncio.subprocess.Process:
         if not image.dir.is_dir():
             raise BuildError(
-                f"Custom build {json.dumps(display)} cannot run: its dir {image.dir} does not "
+                f"Custom build {quoted(display)} cannot run: its dir {image.dir} does not "
                 f"exist (spec.dir of CmdImage {image.name} in {image.loc})"
             )
         log.write(f"$ {display}\n")
@@ -195,7 +220,7 @@ class Builder:
         except OSError as exc:  # ENOEXEC: a script without a #! line, or a foreign binary
             why = f"could not be started ({exc.strerror}; does it start with #!?), run from"
         raise BuildError(
-            f"Custom build {json.dumps(display)} failed: the program {image.spec.args[0]!r} {why} "
+            f"Custom build {quoted(display)} failed: the program {image.spec.args[0]!r} {why} "
             f"{image.dir}; fix spec.args of CmdImage {image.name} in {image.loc}"
         )
 
@@ -243,17 +268,21 @@ class Builder:
             self._clients[host] = client
         return client
 
-    def _image_id(self, host: str, ref: refs.Ref) -> str:
+    def _image_id(self, host: str, ref: refs.Ref, written_to: Path | None = None) -> str:
         try:
             return str(self._client(host).images.get(str(ref)).id)
         except docker.errors.ImageNotFound:
+            what = f"wrote {ref.familiar()} to {written_to}" if written_to else None
             raise BuildError(
-                f"Could not find image in Docker. Did your build command tag the image "
+                f"Could not find image in Docker. Your build command {what}; it should also "
+                f"tag that image (looked in the engine at {host or 'the default DOCKER_HOST'})"
+                if what
+                else "Could not find image in Docker. Did your build command tag the image "
                 f"$EXPECTED_REF? (looked for {ref.familiar()} in the engine at "
                 f"{host or 'the default DOCKER_HOST'})"
             ) from None
-        except docker.errors.DockerException as exc:
-            self._clients.pop(host, None)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            self._clients.pop(host, None)  # a client whose engine went away: start afresh
             raise engine_error(host, exc) from None
 
     def _tag_and_push(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult:
@@ -264,7 +293,8 @@ class Builder:
         cluster = refs.cluster_name(request.image.ref, exp.registry).with_tag(tag)
         try:
             self._client(host).images.get(image_id).tag(local.name, tag)
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            self._clients.pop(host, None)
             raise engine_error(host, exc) from None
         if needs_push(request) and exp.registry is not None:
             self._push(host, local, exp.registry)
@@ -279,7 +309,7 @@ class Builder:
             for event in events:
                 detail = event.get("errorDetail") or {}
                 error = error or event.get("error") or detail.get("message") or ""
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.RequestException) as exc:
             error = str(exc)
         if error:
             raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
@@ -296,14 +326,14 @@ def read_ref_file(path: Path, args: list[str]) -> refs.Ref:
         text = path.read_text("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise BuildError(
-            f"Custom build {json.dumps(cmd)} succeeded, but it should have written the image "
+            f"Custom build {quoted(cmd)} succeeded, but it should have written the image "
             f"ref it built to {path} (outputsImageRefTo), and that file cannot be read: {exc}"
         ) from None
     try:
         return refs.parse_tagged_ref(text)
     except refs.RefError as exc:
         raise BuildError(
-            f"Custom build {json.dumps(cmd)} wrote {text!r} to {path} (outputsImageRefTo); it "
+            f"Custom build {quoted(cmd)} wrote {text!r} to {path} (outputsImageRefTo); it "
             f"should write one image ref with a tag, like registry.example.com/app:v1 ({exc})"
         ) from None
 

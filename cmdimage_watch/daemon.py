@@ -251,7 +251,7 @@ class Daemon:
         triggered = self._triggers(paths)
         spec_paths = self._spec_paths(paths)
         self._work_for(paths, spec_paths)
-        self._record_file_events(paths - spec_paths)
+        self._record_file_events(paths - set(self.files))
         if triggered:
             self._run_triggers(triggered)
         moved = any(p.is_dir() or p in self.watched for p in paths)
@@ -265,7 +265,7 @@ class Daemon:
         requested = self._reload(spec_paths) if spec_paths else {}
         requested.update(self._ignore_files_changed(paths))
         hits: dict[str, list[Path]] = {}
-        for path in paths - spec_paths:
+        for path in paths - set(self.files):  # a YAML file of none of ours can be a source
             for name in self._images_touched(path):
                 hits.setdefault(name, []).append(path)
         for name, touched in hits.items():

@@ -165,36 +165,70 @@ def _mark_double_publishers(index: Index) -> None:
 
 
 def _mark_cycles(index: Index) -> None:
-    for cycle in find_cycles(index):
-        text = " -> ".join([*cycle, cycle[0]])
-        for name in cycle:
+    for members in find_cycles(index):
+        text = " -> ".join(_shortest_cycle(index, members))
+        others = [m for m in members if m not in text.split(" -> ")]
+        also = f" (and through {', '.join(others)})" if others else ""
+        for name in members:
             index.problems[index.images[name].loc] = (
-                f"dependency cycle: {text}; none of these builds"
+                f"dependency cycle: {text}{also}; none of these builds"
             )
 
 
 def find_cycles(index: Index) -> list[list[str]]:
-    """Each cycle once, as the list of its members, starting at its smallest name."""
-    cycles: list[list[str]] = []
-    done: set[str] = set()
+    """The images on some dependency cycle, one sorted list per strongly connected group
+    (Tarjan's algorithm, without recursion: chains can be long)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+    for root in sorted(index.images):
+        if root in order:
+            continue
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        work = [(root, iter(index.deps(root)))]
+        while work:
+            node, deps = work[-1]
+            for dep in deps:
+                if dep not in order:
+                    order[dep] = low[dep] = len(order)
+                    stack.append(dep)
+                    work.append((dep, iter(index.deps(dep))))
+                    break
+                if dep in stack:
+                    low[node] = min(low[node], order[dep])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == order[node]:
+                    group = stack[stack.index(node) :]
+                    del stack[stack.index(node) :]
+                    if len(group) > 1 or node in index.deps(node):
+                        groups.append(sorted(group))
+    return sorted(groups)
 
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = path[path.index(name) :]
-            start = cycle.index(min(cycle))
-            cycle = cycle[start:] + cycle[:start]
-            if cycle not in cycles:
-                cycles.append(cycle)
-            return
-        if name in done:
-            return
-        for dep in index.deps(name):
-            visit(dep, [*path, name])
-        done.add(name)
 
-    for name in sorted(index.images):
-        visit(name, [])
-    return cycles
+def _shortest_cycle(index: Index, members: list[str]) -> list[str]:
+    """From the first member back to it, through the group, as few steps as there are."""
+    start, inside = members[0], set(members)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for dep in index.deps(node):
+                if dep == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+                if dep in inside and dep not in came_from:
+                    came_from[dep] = node
+                    following.append(dep)
+        frontier = following
+    return [start, start]
 
 
 def topological_order(index: Index, names: Iterable[str]) -> list[str]:
@@ -202,16 +236,17 @@ def topological_order(index: Index, names: Iterable[str]) -> list[str]:
     wanted = set(names)
     order: list[str] = []
     seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        for dep in index.deps(name):
-            visit(dep)
-        if name in wanted:
-            order.append(name)
-
-    for name in sorted(wanted):
-        visit(name)
+    for first in sorted(wanted):
+        stack = [(first, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if expanded:
+                if name in wanted:
+                    order.append(name)
+                continue
+            if name in seen:
+                continue
+            seen.add(name)
+            stack.append((name, True))
+            stack.extend((dep, False) for dep in reversed(index.deps(name)) if dep not in seen)
     return order

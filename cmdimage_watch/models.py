@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -54,6 +55,14 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _is_a_path_segment(cls, value: str) -> str:
+        # Kubernetes' rule for names, which also keeps log and state files in their folder
+        if value in (".", "..") or "/" in value or "%" in value:
+            raise ValueError(f"{value!r} cannot be a name: no '/' or '%', and not '.' or '..'")
+        return value
 
 
 # --- CmdImage ---------------------------------------------------------------------------
@@ -136,8 +145,8 @@ class ImageMapOverrideArgs(Model):
 
 class ImageMapSpec(Model):
     selector: str
-    match_exact: bool = False
-    match_in_env_vars: bool = False
+    match_exact: StrictBool = False
+    match_in_env_vars: StrictBool = False
     override_command: ImageMapOverrideCommand | None = None
     override_args: ImageMapOverrideArgs | None = None
 
@@ -212,8 +221,23 @@ class ClusterConnection(Model):
 class RegistryHosting(Model):
     host: str
     host_from_container_runtime: str = ""
+    host_from_cluster_network: str = ""
     help: str = ""
     single_name: str = ""
+
+    @field_validator("host", "host_from_container_runtime", "host_from_cluster_network")
+    @classmethod
+    def _is_a_registry(cls, value: str) -> str:
+        if value:  # docker must take `<host>/<name>` as a name in that registry
+            refs.local_name(refs.parse_ref("probe"), refs.Registry(value))
+        return value
+
+    @field_validator("single_name")
+    @classmethod
+    def _is_a_path(cls, value: str) -> str:
+        if value:
+            refs.parse_ref(f"localhost/{value}")
+        return value
 
 
 class ClusterSpec(Model):

@@ -30,7 +30,8 @@ def is_spec_candidate(path: Path, root: Path) -> bool:
         parts = path.relative_to(root).parts
     except ValueError:
         return False
-    return not any(sources.is_never_source(part) for part in parts)
+    *folders, name = parts
+    return not any(map(sources.is_hidden_folder, folders)) and not sources.is_never_source(name)
 
 
 def scan(root: Path) -> list[Path]:
@@ -45,7 +46,8 @@ def scan(root: Path) -> list[Path]:
 
 
 def load(root: Path) -> Index:
-    return build_index(specfiles.load_spec_file(path) for path in scan(root))
+    loaded = (specfiles.load_spec_file(path) for path in scan(root))
+    return build_index(f for f in loaded if f.is_spec)  # a YAML file of none of ours is a source
 
 
 def read_state(index: Index, state_dir: Path) -> tuple[status.State, dict[str, Inputs]]:
@@ -158,9 +160,11 @@ def _spec_of(status_path: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
+    """Only what we wrote: a user's own `health.status.yaml` is none of our business."""
     try:
-        if specfiles.read_status_file(path) or path.stat().st_size == 0:
-            path.unlink()
+        with path.open("rb") as f:
+            if f.read(len(specfiles.STATUS_HEADER)) == specfiles.STATUS_HEADER:
+                path.unlink()
     except OSError as exc:
         logger.error("could not remove the stale status file {}: {}", path, exc)
 

@@ -146,7 +146,7 @@ class Reconciler:
         if old is None or old.building is not None or published is None:
             return False  # a build left `building` by a crash counts as not built
         ref = published.image_from_local
-        if image.output_mode != "remote" and not await self.builder.exists(cluster, ref):
+        if image.output_mode != "remote" and not await self.builder.exists(image, cluster, ref):
             return False
         done = old.completed
         if image.name in self.current and done and not done.error and old.ref == ref:

@@ -200,3 +200,11 @@ def _fnv1a_32(text: str) -> int:
     for byte in text.encode():
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
     return value
+
+
+def in_cluster(ref: Ref, registry: Registry | None) -> Ref:
+    """A ref under the registry's host, as the cluster pulls it: under
+    `hostFromContainerRuntime` (Tilt's readImageRef); any other ref as it is."""
+    if registry is None or not registry.host_from_cluster or ref.domain != registry.host:
+        return ref
+    return Ref(registry.host_from_cluster, ref.path, ref.tag, ref.digest)

@@ -43,7 +43,6 @@ class Settings(BaseModel):
         25, ge=1, description="A batch rebuilding more images than this is logged as a storm."
     )
     poll: bool = Field(False, description="Poll the filesystem instead of using inotify.")
-    force: bool = Field(False, description="Build even when the inputs digest is unchanged.")
 
     @property
     def state_dir(self) -> Path:

@@ -26,13 +26,18 @@ from cmdimage_watch.graph import Image, Index
 EDITOR_TEMPORARIES = ("*.sw?", "*~", "4913", ".#*", "#*#", "*___jb_tmp___", "*___jb_old___")
 
 
+STATUS_FILES = ("*.status.yaml", "*.status.yml", ".*.status.y*ml.*.tmp")  # ours, and in flight
+
+
 def is_never_source(name: str) -> bool:
-    """Editor temporaries, hidden entries and status files are nobody's source."""
-    return (
-        name.startswith(".")
-        or name.endswith((".status.yaml", ".status.yml"))
-        or any(fnmatch.fnmatchcase(name, pattern) for pattern in EDITOR_TEMPORARIES)
-    )
+    """Status files (ours, also while being written) and editor temporaries are nobody's
+    source. Hidden *files* are (`.env`, `.babelrc` go into a build's context)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in (*STATUS_FILES, *EDITOR_TEMPORARIES))
+
+
+def is_hidden_folder(name: str) -> bool:
+    """`.git`, `.cmdimage-watch`, ...: never watched, never walked."""
+    return name.startswith(".")
 
 
 def dockerignore_lines(lines: Iterable[str]) -> list[str]:
@@ -67,6 +72,8 @@ class Root:
             prefix = str(base).rstrip("/") + "/"
             if not spec.patterns or not text.startswith(prefix):
                 continue  # string tests: this runs for every file of every walk
+            if is_dir and any(p.include is False for p in spec.patterns):
+                continue  # `!docs/README.md` can bring back a file of an ignored folder
             rel = text[len(prefix) :]
             if spec.match_file(rel + "/" if is_dir else rel):
                 return True
@@ -76,8 +83,8 @@ class Root:
         """Whether a change at `path` can change this root's sources."""
         if path != self.path and self.path not in path.parents:
             return False
-        rel = path.relative_to(self.path).parts
-        if any(is_never_source(part) for part in rel):
+        *folders, name = path.relative_to(self.path).parts or ("",)
+        if any(is_hidden_folder(f) for f in folders) or is_never_source(name):
             return False
         return not self.ignored(path, path.is_dir())
 
@@ -127,7 +134,7 @@ def walk(root: Root, skip: set[Path]) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root.path):
         base = Path(folder)
         dirs[:] = sorted(
-            d for d in dirs if not is_never_source(d) and not root.ignored(base / d, True)
+            d for d in dirs if not is_hidden_folder(d) and not root.ignored(base / d, True)
         )
         for name in sorted(files):
             path = base / name
@@ -260,7 +267,7 @@ class ChangeFilter(watchfiles.DefaultFilter):
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if path.startswith(self.allowed):
             return True
-        return not is_never_source(Path(path).name) or path.endswith("/.dockerignore")
+        return not is_never_source(Path(path).name)
 
 
 def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path]:
@@ -275,7 +282,7 @@ def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path
         here = Path(folder)
         found.append(here)
         dirs[:] = [
-            d for d in dirs if not is_never_source(d) and not _pruned(here / d, by_path, kept)
+            d for d in dirs if not is_hidden_folder(d) and not _pruned(here / d, by_path, kept)
         ]
     return found
 

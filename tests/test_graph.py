@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from cmdimage_watch.graph import find_cycles, topological_order
@@ -111,3 +112,29 @@ def test_hint_can_name_a_declared_image_map(tmp_path: Path) -> None:
     assert index.unknown_map_reason("external-dv").endswith(
         f"did you mean external-db (declared in {spec}:1:1)?"
     )
+
+
+def test_every_image_on_some_cycle_is_blocked(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "a.yaml",
+        cmdimage("a", imageMaps=["b", "c"]),
+        cmdimage("b", imageMaps=["a"]),
+        cmdimage("c", imageMaps=["b"]),
+        cmdimage("self", imageMaps=["self"]),
+    )
+    index = index_of(spec)
+    assert find_cycles(index) == [["a", "b", "c"], ["self"]]
+    assert index.blocked("c") == (
+        "dependency cycle: a -> b -> a (and through c); none of these builds"
+    )
+    assert index.blocked("self") == "dependency cycle: self -> self; none of these builds"
+
+
+def test_long_chains_need_no_recursion(tmp_path: Path) -> None:
+    names = [f"i{n:04d}" for n in range(3000)]
+    docs = [cmdimage(names[0])] + [
+        cmdimage(name, imageMaps=[before]) for before, name in itertools.pairwise(names)
+    ]
+    index = index_of(write(tmp_path / "chain.yaml", *docs))
+    assert find_cycles(index) == []
+    assert topological_order(index, reversed(names)) == names

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cmdimage_watch import models, refs
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest, BuildResult
+from cmdimage_watch.graph import Image
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings
@@ -45,7 +46,7 @@ class FakeBuilder(Builder):
         ref = refs.parse_ref(request.image.spec.ref).with_tag(f"tilt-{len(self.events)}")
         return BuildResult(ref, ref)
 
-    async def exists(self, cluster: models.Cluster | None, ref: str) -> bool:
+    async def exists(self, image: Image, cluster: models.Cluster | None, ref: str) -> bool:
         return True
 
 

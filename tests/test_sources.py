@@ -42,8 +42,9 @@ def test_build_dir_minus_dockerignore_and_never_sources(tmp_path: Path) -> None:
     spec = write(tmp_path / "app.yaml", cmdimage("app", outputsImageRefTo="out/ref.txt"))
     index = index_of(spec)
     found = sources.source_files(index.images["app"], index)
-    # docker anchors patterns at the context root: src/node_modules stays a source
-    assert _rel(tmp_path, found) == ["src/main.go", "src/node_modules/kept.js"]
+    # docker anchors patterns at the context root: src/node_modules stays a source; hidden
+    # files are sent to docker (.dockerignore among them), hidden folders are not ours
+    assert _rel(tmp_path, found) == [".dockerignore", "src/main.go", "src/node_modules/kept.js"]
 
 
 def test_ignored_folders_are_pruned_before_they_are_entered(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_ignored_folders_are_pruned_before_they_are_entered(tmp_path: Path) -> N
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "walk", spying_walk)
         found = sources.source_files(index.images["app"], index)
-    assert _rel(tmp_path, found) == ["keep/b.txt"]
+    assert _rel(tmp_path, found) == [".dockerignore", "keep/b.txt"]
     assert walked == [".", "keep"]
 
 
