@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -48,7 +49,11 @@ class Daemon:
         self.scheduler = Scheduler(self.reconciler)
         self.roots: dict[str, list[sources.Root]] = {}
         self.roots_at: dict[Path, list[tuple[str, sources.Root]]] = {}
+        self._roots_moved = False
         self.watched: set[Path] = set()
+        self._new_dirs: set[Path] = set()  # watched since the last restart of the watcher
+        self._triggered: dict[str, bytes] = {}  # trigger files whose builds are under way
+        self._loaded: dict[Path, tuple[int, int] | None] = {}  # spec files at the first scan
         self.writer = StatusWriter(lambda: self.index, lambda: self.reconciler.state)
         self._flush_at: asyncio.TimerHandle | None = None
         self.stop = asyncio.Event()
@@ -78,6 +83,7 @@ class Daemon:
 
     async def _start(self) -> None:
         for path in project.scan(self.root):
+            self._loaded[path] = _stat(path)
             loaded = specfiles.load_spec_file(path)
             if loaded.is_spec:
                 self.files[path] = loaded
@@ -120,12 +126,14 @@ class Daemon:
         self._index_roots()
 
     def _index_roots(self) -> None:
+        before = set(self.roots_at)
         """Source roots by folder, so that a changed path finds its images by its parents
         (a handful of look-ups) rather than by asking every image."""
         self.roots_at = {}
         for name, roots in self.roots.items():
             for root in roots:
                 self.roots_at.setdefault(root.path, []).append((name, root))
+        self._roots_moved |= set(self.roots_at) != before  # the folders to watch may change
 
     def _images_touched(self, path: Path) -> set[str]:
         return {
@@ -138,52 +146,74 @@ class Daemon:
     # --- the watch loop ----------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
+        """Batches from the watcher, until the daemon stops. When the folders to watch
+        change, a new watcher starts and the old one keeps reporting until the new one's
+        watches are in place, so no change falls between the two."""
         poll = self.settings.poll
         stopping = asyncio.create_task(self.stop.wait())
-        try:
-            while not self.stop.is_set():
-                try:
-                    await self._watch(poll, stopping)
-                except OSError as exc:
-                    if (exc.errno != errno.ENOSPC and "inotify" not in str(exc)) or poll:
-                        raise
-                    poll = True
-                    logger.warning(
-                        "inotify watch limit reached ({}); polling instead. Raise "
-                        "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
-                        exc,
-                    )
-        finally:
-            stopping.cancel()
-
-    async def _watch(self, poll: bool, stopping: asyncio.Task[Any]) -> None:
-        """Handle batches until the daemon stops or the folders to watch change."""
-        self.watched = self._watch_dirs()
-        watcher = Watcher(
-            self.watched,
-            sources.ChangeFilter(self.trigger_dir),
-            self.settings.debounce,
-            self.settings.debounce_max,
-            poll,
-        )
-        batches = aiter(watcher.batches())
+        current, retiring = self._start_watcher(poll), list[Watcher]()
+        waits: dict[Watcher, asyncio.Future[frozenset[Path]]] = {}
         try:
             while True:
-                batch = asyncio.ensure_future(anext(batches))
-                await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not batch.done():
-                    batch.cancel()
+                for watcher in (current, *retiring):
+                    if watcher not in waits:
+                        waits[watcher] = asyncio.ensure_future(anext(watcher.stream))
+                waiting: set[asyncio.Future[Any]] = {stopping, *waits.values()}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
                     return
-                paths = set(batch.result())
-                if poll:
-                    self._recheck_later(paths)
-                if batch.result() is READY:
-                    await self.reconciler.prewarm(self.index.images)
-                    self._on_ready()
-                elif self._handle(paths):
-                    return  # folders came or went: watch the new set
+                for watcher, future in [(w, f) for w, f in waits.items() if f in done]:
+                    del waits[watcher]
+                    try:
+                        batch = future.result()
+                    except OSError as exc:
+                        if watcher is not current or poll or not _out_of_watches(exc):
+                            raise
+                        poll = True
+                        logger.warning(
+                            "inotify watch limit reached ({}); polling instead. Raise "
+                            "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
+                            exc,
+                        )
+                        current = self._start_watcher(poll)
+                        continue
+                    if batch is READY and watcher is current:
+                        for old in retiring:
+                            await _close(old, waits.pop(old, None))
+                        retiring = []
+                        await self._on_watching()
+                    elif batch is not READY and self._on_batch(set(batch), poll):
+                        retiring.append(current)
+                        current = self._start_watcher(poll)
         finally:
-            await watcher.close()
+            stopping.cancel()
+            for watcher in (current, *retiring):
+                await _close(watcher, waits.pop(watcher, None))
+
+    def _start_watcher(self, poll: bool) -> Watcher:
+        before, self.watched = self.watched, self._watch_dirs()
+        self._new_dirs |= self.watched - before if before else set()
+        filter_ = sources.ChangeFilter(self.trigger_dir)
+        quiet, cap = self.settings.debounce, self.settings.debounce_max
+        return Watcher(self.watched, filter_, quiet, cap, poll)
+
+    def _on_batch(self, paths: set[Path], poll: bool) -> bool:
+        """Handle a batch; True when the folders to watch changed."""
+        if poll:
+            self._recheck_later(paths)
+        return self._handle(paths)
+
+    async def _on_watching(self) -> None:
+        """A watcher's watches are in place. The first time, start the work; after a
+        restart, look at what the new folders already hold (made before their watch)."""
+        if not self.ready.is_set():
+            await self.reconciler.prewarm(self.index.images)  # hash all in one go
+            self._on_ready()
+            return
+        new, self._new_dirs = self._new_dirs, set()
+        found = {p for d in new if d.is_dir() for p in _files_under(d)}
+        if new or found:
+            self._handle(new | found)
 
     def _recheck_later(self, paths: set[Path]) -> None:
         """Polling compares mtimes to the second: a second save of a file in the second of
@@ -200,9 +230,13 @@ class Daemon:
         asyncio.get_running_loop().call_later(POLL_RECHECK_S, recheck)
 
     def _on_ready(self) -> None:
-        """The watches are in place: from now on no change is missed, so start working."""
-        if self.ready.is_set():
-            return
+        """The watches are in place: from now on no change is missed, so start working,
+        after a look at the spec files that changed between the first scan and now."""
+        changed = {
+            p for p in {*project.scan(self.root), *self._loaded} if _stat(p) != self._loaded.get(p)
+        }
+        if changed:
+            self._handle(changed)
         logger.info(
             "watching {}: {} image(s) in {} spec file(s)",
             self.root,
@@ -255,10 +289,20 @@ class Daemon:
         if triggered:
             self._run_triggers(triggered)
         moved = any(p.is_dir() or p in self.watched for p in paths)
-        return bool(spec_paths or moved) and self._watch_dirs() != self.watched
+        rewalk, self._roots_moved = moved or self._roots_moved, False
+        return rewalk and self._watch_dirs() != self.watched  # else no walk: a save costs little
 
     def _spec_paths(self, paths: set[Path]) -> set[Path]:
-        return {p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)}
+        """The spec files a batch touches: named in it, or inside a folder that came (a
+        `mv` or `mkdir` names only the folder) or went."""
+        found = {p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)}
+        for path in paths:
+            if path.is_dir():
+                inside = _files_under(path)
+                found.update(p for p in inside if project.is_spec_candidate(p, self.root))
+            elif not path.exists():
+                found.update(f for f in self.files if path in f.parents)
+        return found
 
     def _work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
@@ -279,6 +323,7 @@ class Daemon:
             self.roots[name] = sources.roots(self.index.images[name], self.index)
         if hit:
             self._index_roots()
+            self._roots_moved = True  # what the rules prune may have changed
         return hit
 
     def _triggers(self, paths: set[Path]) -> dict[str, bytes]:
@@ -288,7 +333,9 @@ class Daemon:
             if path.parent != self.trigger_dir or path.name.startswith("."):
                 continue  # "." names are `trigger`'s temp files, renamed into place
             with contextlib.suppress(OSError):
-                found[path.name] = path.read_bytes()
+                content = path.read_bytes()
+                if self._triggered.get(path.name) != content:  # not one under way already
+                    found[path.name] = content
         if found:
             logger.info("triggered: {}", ", ".join(sorted(found)))
         return found
@@ -296,6 +343,7 @@ class Daemon:
     def _run_triggers(self, triggers: dict[str, bytes]) -> None:
         """Force these builds. Their trigger files go only once the builds are done, as
         `wait` takes a trigger file that is still there for a build still to come."""
+        self._triggered.update(triggers)
         self.scheduler.request(sorted(triggers), force=True)
         self._spawn(self._clear_triggers(triggers))
 
@@ -308,6 +356,8 @@ class Daemon:
     async def _clear_triggers(self, triggers: dict[str, bytes]) -> None:
         await self.scheduler.wait_idle(triggers)
         for name, seen in triggers.items():
+            if self._triggered.get(name) == seen:
+                del self._triggered[name]
             path = self.trigger_dir / name
             with contextlib.suppress(OSError):
                 if path.read_bytes() == seen:  # else triggered again since; that one clears it
@@ -328,6 +378,7 @@ class Daemon:
             logger.info("{} removed: its spec is gone", name)
             self.scheduler.cancel(name)
             self.reconciler.forget(name, old.images[name].publishes)
+            self._shown.pop(name, None)
         changed = _changed_images(old, self.index)
         self._mark(paths)
         self._write_statuses(sorted(changed))
@@ -421,3 +472,27 @@ def _relative(paths: list[Path], root: Path) -> str:
 def _cause(requested: dict[str, str]) -> str:
     causes = sorted(set(requested.values()))
     return "; ".join(causes[:3]) + (f" (+{len(causes) - 3} more)" if len(causes) > 3 else "")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _files_under(folder: Path) -> Iterable[Path]:
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not sources.is_hidden_folder(d)]
+        yield from (Path(base) / name for name in files)
+
+
+def _out_of_watches(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC or "inotify" in str(exc)
+
+
+async def _close(watcher: Watcher, waiting: asyncio.Future[frozenset[Path]] | None) -> None:
+    if waiting is not None:
+        waiting.cancel()
+    await watcher.close()

@@ -107,12 +107,21 @@ class BuildRecords:
 
 
 def _live_group(record: Path) -> int | None:
-    """The recorded process group, if a process of that build is still in it: one started
-    no earlier than its leader (so a reused pid is never taken for it)."""
+    """The recorded process group, if a process of that build is still in it. While its
+    leader lives, it must be the very process recorded (same start time): a pid reused by
+    another program is never taken for it. Linux reuses no pid that is still a group's id,
+    so once the leader is gone, the group's members are the build's."""
     try:
         pid_text, created_text = record.read_text(encoding="utf-8").split()
         pgid, created = int(pid_text), float(created_text)
     except (OSError, ValueError):
+        return None
+    try:
+        if abs(psutil.Process(pgid).create_time() - created) > 0.01:
+            return None  # that pid is someone else's now
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
         return None
     for process in psutil.process_iter(["create_time"]):
         with contextlib.suppress(psutil.Error, OSError):

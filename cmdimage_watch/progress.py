@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from cmdimage_watch import project
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.scheduler import with_deps
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.sources import HashCache
 
@@ -30,7 +31,16 @@ class Progress:
         state, _ = project.read_state(index, self.settings.state_dir)
         builder = Builder(self.settings.log_dir)
         reconciler = Reconciler(index, builder, self.settings, state, cache=self.cache)
-        return {name: asyncio.run(self._outcome(reconciler, name)) for name in names}
+        outcomes: dict[str, str] = {}
+        for name in names:  # an image is done only when all it is built from is done too
+            needs = sorted(with_deps(index, [name]) - {name})
+            for need in needs:
+                if need not in outcomes:
+                    outcomes[need] = asyncio.run(self._outcome(reconciler, need))
+            pending = any(outcomes[need] == PENDING for need in needs)
+            outcome = PENDING if pending else asyncio.run(self._outcome(reconciler, name))
+            outcomes[name] = outcome
+        return {name: outcomes[name] for name in names}
 
     async def _outcome(self, reconciler: Reconciler, name: str) -> str:
         index, state = reconciler.index, reconciler.state

@@ -173,14 +173,17 @@ class Reconciler:
             result = await self.builder.build(request)
         except (BuildError, OSError) as exc:
             logger.error("{} failed: {}", image.name, exc)
-            self.failed[image.name] = self.state.failed[image.name] = plan.inputs.digest()
-            self._set(image.name, status.failed(str(exc), plan.reason, started, self.clock()))
+            self._fail(plan, str(exc), started)
             return False
         except asyncio.CancelledError:
-            self._set(
-                image.name, status.failed(self.cancel_reason, plan.reason, started, self.clock())
-            )
+            if image.name in self.index.images:  # not when its spec is gone: forgotten
+                error = self.cancel_reason
+                self._set(image.name, status.failed(error, plan.reason, started, self.clock()))
             raise
+        except Exception as exc:  # a bug of ours: the image says so, the daemon goes on
+            logger.exception("{}: unexpected error in the build", image.name)
+            self._fail(plan, f"internal error in cmdimage-watch: {exc!r}", started)
+            return False
         self._record(plan, result.local_ref.familiar(), result.cluster_ref.familiar(), started)
         return True
 
@@ -199,11 +202,17 @@ class Reconciler:
         self._set(name, status.succeeded(local, plan.reason, started, self.clock()))
         logger.info("{} built: {}", name, local)
 
+    def _fail(self, plan: Plan, error: str, started: datetime) -> None:
+        name = plan.image.name
+        self.failed[name] = self.state.failed[name] = plan.inputs.digest()
+        self._set(name, status.failed(error, plan.reason, started, self.clock()))
+
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         tables = (self.state.images, self.state.digests, self.state.failed, self.inputs)
-        for table in (*tables, self.failed):
+        for table in (*tables, self.failed, self.file_counts):
             table.pop(name, None)
+        self.current.discard(name)
         self.state.image_maps.pop(publishes, None)
 
     def _set(self, name: str, value: models.CmdImageStatus) -> None:

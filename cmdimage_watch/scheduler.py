@@ -40,6 +40,7 @@ class Scheduler:
         self._limit = asyncio.Semaphore(self.settings.max_parallel)
         self._checks: set[asyncio.Task[None]] = set()
         self.scope: set[str] | None = None  # a one-shot run builds these and no others
+        self.closed = False  # after shutdown, nothing starts
 
     @property
     def busy(self) -> set[str]:
@@ -52,7 +53,7 @@ class Scheduler:
     def request(self, names: Iterable[str], force: bool = False) -> None:
         """Reconcile these images soon; a running build is checked against its new inputs."""
         for name in names:
-            if name not in self.reconciler.index.images:
+            if self.closed or name not in self.reconciler.index.images:
                 continue
             slot = self._slots.get(name)
             if slot is None:
@@ -98,12 +99,16 @@ class Scheduler:
             slot.done.set()
 
     async def _needs_idle(self, name: str) -> None:
-        """Wait until no image that `name` depends on is dirty or building."""
-        while name in self.reconciler.index.images:
-            busy = [self._slots[d] for d in self.reconciler.index.deps(name) if d in self._slots]
+        """Wait until no image that `name` needs, directly or not, is dirty or building (so
+        it builds once, on the final bases). A blocked image (a cycle) waits for nothing."""
+        index = self.reconciler.index
+        while name in index.images and not index.blocked(name):
+            needs = with_deps(index, [name]) - {name}
+            busy = [self._slots[d] for d in sorted(needs) if d in self._slots]
             if not busy:
                 return
             await busy[0].done.wait()
+            index = self.reconciler.index
 
     async def _pass(self, name: str, slot: _Slot, force: bool) -> bool:
         """One reconcile; True when it built an image (so its dependents must look)."""
@@ -139,6 +144,7 @@ class Scheduler:
 
     async def shutdown(self, grace: float) -> int:
         """Cancel every worker and its build, waiting `grace` seconds at most; count builds."""
+        self.closed = True
         self.reconciler.cancel_reason = "build cancelled: cmdimage-watch was stopped"
         workers = [s.worker for s in self._slots.values() if s.worker is not None]
         builds = sum(1 for s in self._slots.values() if s.build is not None)

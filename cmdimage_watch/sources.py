@@ -163,6 +163,7 @@ class HashCache:
         try:
             st = path.stat()
         except OSError:
+            self.entries.pop(path, None)  # gone: the cache holds only files that exist
             return None
         cached = self.entries.get(path)
         if cached and cached[:2] == (st.st_size, st.st_mtime_ns):

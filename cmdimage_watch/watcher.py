@@ -37,6 +37,7 @@ class Watcher:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
         self._thread.start()
+        self.stream = aiter(self.batches())
 
     async def batches(self) -> AsyncIterator[frozenset[Path]]:
         """READY once the watches are set, then each batch; raises what the thread raised."""
@@ -63,7 +64,7 @@ class Watcher:
     def _changes(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
         return watchfiles.watch(
             *self.dirs,
-            watch_filter=self.watch_filter,
+            watch_filter=None,  # filtered in _batch: ignored noise must not hold batches back
             debounce=int(self.cap * 1000),
             step=STEP_MS,
             rust_timeout=max(1, int(self.quiet * 1000)),
@@ -76,19 +77,23 @@ class Watcher:
         )
 
     def _batch(self, changes: Iterator[set[tuple[watchfiles.Change, str]]]) -> None:
+        """Deliver a batch once `quiet` passed since its last relevant event, or `cap` since
+        its first. Events the filter drops (a log file rewritten all the time) still come
+        through watchfiles, so the deadlines are checked however busy that noise is."""
         pending: set[Path] = set()
-        first = 0.0
+        first = last = 0.0
         ready = False
         for found in changes:
             if not ready:
                 ready = True
                 self._deliver(READY)
             now = time.monotonic()
-            if found:
+            relevant = {Path(path) for change, path in found if self.watch_filter(change, path)}
+            if relevant:
                 first = first if pending else now
-                pending.update(Path(path) for _, path in found)
-                if now - first < self.cap:
-                    continue  # more may come: wait for `quiet` without any
-            if pending:
+                last = now
+                pending |= relevant
+            timed_out = not found  # `quiet` passed without any event at all
+            if pending and (timed_out or now - last >= self.quiet or now - first >= self.cap):
                 self._deliver(frozenset(pending))
                 pending = set()

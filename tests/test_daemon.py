@@ -368,6 +368,67 @@ def test_a_build_of_the_whole_tree_is_told_to_leave_the_state_folder_out(
     assert again.problems() == []
 
 
+def test_spec_files_in_a_new_or_moved_folder_are_read(tree: Tree, watchers: Watchers) -> None:
+    """mkdir and mv name only the folder; the spec files inside must be found all the same."""
+    daemon = watchers.start(tree.root)
+    made = tree.root / "made"
+    made.mkdir()
+    (made / "src.txt").write_text("made")
+    spec = tree.spec("made/made.yaml", cheap(tree, "made", tree.record()))
+    wait_done(spec, "made")
+    staging = tree.out / "staging"  # outside the tree, then moved in whole
+    staging.mkdir()
+    (staging / "src.txt").write_text("moved")
+    (staging / "moved.yaml").write_text(cheap(tree, "moved", tree.record()))
+    staging.rename(tree.root / "moved")
+    wait_done(tree.root / "moved" / "moved.yaml", "moved")
+    (tree.root / "moved").rename(tree.root / "renamed")
+    renamed = tree.root / "renamed" / "moved.yaml"
+    (tree.root / "renamed" / "src.txt").write_text("renamed")
+    wait_until(lambda: "renamed" in tree.lines(), "a build after the folder was renamed")
+    assert sorted(settled(tree)) == ["made", "moved", "renamed"]
+    assert completed(renamed, "moved")
+    assert daemon.problems() == []
+
+
+def test_a_dependency_cycle_is_reported_and_blocks_nothing_else(
+    tree: Tree, watchers: Watchers
+) -> None:
+    image_dir(tree, "a", "a")
+    image_dir(tree, "b", "b")
+    image_dir(tree, "c", "c")
+    a = tree.spec("a/a.yaml", cheap(tree, "a", tree.record(), imageMaps=[f"{tree.uid}-b"]))
+    b = tree.spec("b/b.yaml", cheap(tree, "b", tree.record(), imageMaps=[f"{tree.uid}-a"]))
+    c = tree.spec("c/c.yaml", cheap(tree, "c", tree.record()))
+    daemon = watchers.start(tree.root)
+    daemon.wait_log("start-up done")
+    assert wait_done(c, "c")["completed"]["reason"] == "initial build"
+    for spec, name in ((a, "a"), (b, "b")):
+        reason = status_of(spec, "CmdImage", name)["waiting"]["reason"]
+        assert reason == "dependency cycle: a -> b -> a; none of these builds"
+    assert settled(tree) == ["c"]
+    a.write_text(cheap(tree, "a", tree.record()))  # the cycle broken: both build
+    wait_done(b, "b")
+    assert sorted(settled(tree)) == ["a", "b", "c"]
+
+
+def test_a_writer_of_ignored_files_cannot_hold_a_save_back(tree: Tree, watchers: Watchers) -> None:
+    """A tool that rewrites an editor temporary every few milliseconds: the save beside it
+    is built within the --debounce-max cap, not when the noise stops."""
+    folder = image_dir(tree, "img", "v1")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    daemon = watchers.start(tree.root, "--debounce-max", "0.5")
+    wait_done(spec, "img")
+    noise = folder / "build.log~"
+    (folder / "src.txt").write_text("v2")
+    began = time.monotonic()
+    while time.monotonic() - began < 4 and tree.lines()[-1:] != ["v2"]:
+        noise.write_text(str(time.monotonic()))
+        time.sleep(0.005)
+    assert tree.lines()[-1:] == ["v2"]  # built while the noise went on
+    assert daemon.problems() == []
+
+
 # --- 6: editors ------------------------------------------------------------------------------
 
 
