@@ -50,6 +50,7 @@ class Daemon:
         self.roots: dict[str, list[sources.Root]] = {}
         self.roots_at: dict[Path, list[tuple[str, sources.Root]]] = {}
         self._roots_moved = False
+        self._outside: list[Path] = []  # source roots outside the tree
         self.watched: set[Path] = set()
         self._new_dirs: set[Path] = set()  # watched since the last restart of the watcher
         self._triggered: dict[str, bytes] = {}  # trigger files whose builds are under way
@@ -134,6 +135,7 @@ class Daemon:
             for root in roots:
                 self.roots_at.setdefault(root.path, []).append((name, root))
         self._roots_moved |= set(self.roots_at) != before  # the folders to watch may change
+        self._outside = [p for p in self.roots_at if self.root != p and self.root not in p.parents]
 
     def _images_touched(self, path: Path) -> set[str]:
         return {
@@ -288,7 +290,7 @@ class Daemon:
         self._record_file_events(paths - set(self.files))
         if triggered:
             self._run_triggers(triggered)
-        moved = any(p.is_dir() or p in self.watched for p in paths)
+        moved = any(p.is_dir() or p in self.watched for p in paths) or self._outside_came()
         rewalk, self._roots_moved = moved or self._roots_moved, False
         return rewalk and self._watch_dirs() != self.watched  # else no walk: a save costs little
 
@@ -315,6 +317,11 @@ class Daemon:
         for name, touched in hits.items():
             requested.setdefault(name, _relative(touched, self.root))
         self._request(set(requested), _cause(requested))
+
+    def _outside_came(self) -> bool:
+        """A source folder outside the tree that did not exist when last looked for: no
+        watch can tell of it, so each batch (a spec save, say) looks."""
+        return any(p not in self.watched and p.is_dir() for p in self._outside)
 
     def _ignore_files_changed(self, paths: set[Path]) -> dict[str, str]:
         folders = {p.parent for p in paths if p.name == ".dockerignore"}

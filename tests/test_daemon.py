@@ -429,6 +429,22 @@ def test_a_writer_of_ignored_files_cannot_hold_a_save_back(tree: Tree, watchers:
     assert daemon.problems() == []
 
 
+def test_a_build_folder_outside_the_tree_is_watched_too(tree: Tree, watchers: Watchers) -> None:
+    outside = tree.out / "src"
+    outside.mkdir()
+    (outside / "src.txt").write_text("v1")
+    spec = tree.spec("img.yaml", cheap(tree, "img", tree.record(), dir="../out/src"))
+    daemon = watchers.start(tree.root)
+    wait_done(spec, "img")
+    (outside / "src.txt").write_text("v2")
+    assert wait_lines(tree, 2) == ["v1", "v2"]
+    assert (
+        wait_done(spec, "img", lambda d: d["reason"] != "initial build")["completed"]["reason"]
+        == "changed files: ../out/src/src.txt"
+    )
+    assert daemon.problems() == []
+
+
 # --- 6: editors ------------------------------------------------------------------------------
 
 
