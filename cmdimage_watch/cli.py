@@ -28,6 +28,7 @@ from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings
+from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.statuswriter import StatusWriter
 
 app = typer.Typer(
@@ -88,7 +89,9 @@ def build(
     settings = Settings(
         root=_root(root), max_parallel=max_parallel, build_timeout=build_timeout or None
     )
-    index = project.load(settings.root)
+    cache = SpecCache(settings.state_dir / "specs.json")
+    index = project.load(settings.root, cache)
+    cache.save()
     unknown = sorted(set(names or ()) - set(index.images))
     if unknown:
         known = ", ".join(sorted(index.images)) or "none"

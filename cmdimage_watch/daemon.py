@@ -26,6 +26,7 @@ from cmdimage_watch.lifecycle import BuildRecords, StateLock
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import Settings
+from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.specfiles import SpecFile
 from cmdimage_watch.statuswriter import StatusWriter
 from cmdimage_watch.watcher import READY, Watcher
@@ -83,11 +84,13 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop.set)
 
     async def _start(self) -> None:
+        cache = SpecCache(self.settings.state_dir / "specs.json")
         for path in project.scan(self.root):
             self._loaded[path] = _stat(path)
-            loaded = specfiles.load_spec_file(path)
+            loaded = specfiles.load_spec_file(path, cache)
             if loaded.is_spec:
                 self.files[path] = loaded
+        cache.save()
         self._set_index(build_index(self.files.values()))
         state, inputs = project.read_state(self.index, self.settings.state_dir)
         self.reconciler.state, self.reconciler.inputs = state, inputs
@@ -184,6 +187,8 @@ class Daemon:
                             await _close(old, waits.pop(old, None))
                         retiring = []
                         await self._on_watching()
+                        if poll:
+                            self._recheck_later(set())  # what the poller's first scan missed
                     elif batch is not READY and self._on_batch(set(batch), poll):
                         retiring.append(current)
                         current = self._start_watcher(poll)

@@ -45,8 +45,8 @@ def scan(root: Path) -> list[Path]:
     return found
 
 
-def load(root: Path) -> Index:
-    loaded = (specfiles.load_spec_file(path) for path in scan(root))
+def load(root: Path, cache: specfiles.Cache | None = None) -> Index:
+    loaded = (specfiles.load_spec_file(path, cache) for path in scan(root))
     return build_index(f for f in loaded if f.is_spec)  # a YAML file of none of ours is a source
 
 
@@ -118,6 +118,10 @@ def write_status(index: Index, state: status.State, path: Path) -> None:
         docs = status.documents(spec_file, index, state)
         specfiles.write_if_changed(target, specfiles.render_status(path, docs))
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not path.exists():
+            # its folder was moved or removed: the change that says so drops it
+            logger.debug("{} is gone; so is its status file", path)
+            return
         logger.error("could not write {}: {}; it is retried on the next change", target, exc)
 
 

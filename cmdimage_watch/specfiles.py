@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -94,7 +94,15 @@ def keep_last_good(old: SpecFile | None, new: SpecFile) -> SpecFile:
 # --- reading --------------------------------------------------------------------------
 
 
-def load_spec_file(path: Path) -> SpecFile:
+class Cache(Protocol):
+    """Earlier results by path and content (see `speccache`)."""
+
+    def get(self, path: Path, data: bytes) -> SpecFile | None: ...
+
+    def put(self, path: Path, data: bytes, loaded: SpecFile) -> None: ...
+
+
+def load_spec_file(path: Path, cache: Cache | None = None) -> SpecFile:
     """Read one file; a file with none of our objects comes back with no entries."""
     try:
         data, size = _read(path)
@@ -102,6 +110,15 @@ def load_spec_file(path: Path) -> SpecFile:
         return SpecFile(path)  # gone since whatever named it: a missing file means deleted
     except OSError as exc:
         return SpecFile(path, error=f"{Loc(path)}: cannot read the file: {exc.strerror or exc}")
+    found = cache.get(path, data) if cache is not None else None
+    if found is None:
+        found = _load(path, data, size)
+        if cache is not None:
+            cache.put(path, data, found)
+    return found
+
+
+def _load(path: Path, data: bytes, size: int) -> SpecFile:
     try:
         text = _decode(path, data, size)
         entries = tuple(e for doc in _parse(path, text) for e in _entries(doc))
