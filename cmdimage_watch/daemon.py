@@ -219,8 +219,8 @@ class Daemon:
             return
         new, self._new_dirs = self._new_dirs, set()
         found = {p for d in new if d.is_dir() for p in _files_under(d)}
-        if new or found:
-            self._handle(new | found)
+        if found:  # the files themselves: naming the folders would walk them again
+            self._handle(found)
 
     def _recheck_later(self, paths: set[Path]) -> None:
         """Polling compares mtimes to the second: a second save of a file in the second of

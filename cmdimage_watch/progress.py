@@ -16,6 +16,7 @@ from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import with_deps
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.sources import HashCache
+from cmdimage_watch.speccache import SpecCache
 
 PENDING = "pending"
 
@@ -24,10 +25,15 @@ PENDING = "pending"
 class Progress:
     settings: Settings
     cache: HashCache = field(default_factory=HashCache)  # kept across polls: hashes lazily
+    specs: SpecCache | None = None  # parsed specs by content: a poll parses what changed
+
+    def __post_init__(self) -> None:
+        if self.specs is None:  # read, never written: `wait` leaves the state folder alone
+            self.specs = SpecCache(self.settings.state_dir / "specs.json")
 
     def check(self, names: list[str]) -> dict[str, str]:
         """Each image's outcome: PENDING, "" (built from its current inputs), or its error."""
-        index = project.load(self.settings.root)
+        index = project.load(self.settings.root, self.specs)
         state, _ = project.read_state(index, self.settings.state_dir)
         builder = Builder(self.settings.log_dir)
         reconciler = Reconciler(index, builder, self.settings, state, cache=self.cache)

@@ -19,8 +19,6 @@ from cmdimage_watch import models, sources, specfiles, status
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.sources import Inputs
 
-STATE_DIR = ".cmdimage-watch"
-
 
 def is_spec_candidate(path: Path, root: Path) -> bool:
     """A YAML file that is not a status file, not hidden, not an editor temporary."""

@@ -46,10 +46,6 @@ class Scheduler:
     def busy(self) -> set[str]:
         return set(self._slots)
 
-    def building(self, name: str) -> bool:
-        slot = self._slots.get(name)
-        return slot is not None and slot.build is not None
-
     def request(self, names: Iterable[str], force: bool = False) -> None:
         """Reconcile these images soon; a running build is checked against its new inputs."""
         for name in names:

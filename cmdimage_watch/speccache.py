@@ -30,7 +30,7 @@ class SpecCache:
         self.used: dict[str, dict[str, Any]] = {}  # what this run saw: all that is saved
 
     def get(self, path: Path, data: bytes) -> SpecFile | None:
-        record = self.known.get(str(path))
+        record = self.used.get(str(path)) or self.known.get(str(path))
         if record is None or record.get("digest") != _digest(data):
             return None
         try:

@@ -35,7 +35,6 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 100
 MAX_NODES = 200_000  # what alias expansion may reach before we call it a bomb
 TILT_MARKER = models.API_VERSION
-KINDS = set(models.MODELS) | set(models.LIST_KINDS)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import psutil
 
-DEBOUNCE_S = 0.05  # the daemon's default, and what the targets are stated against
 ANCHORS_MS = {"tilt": 200, "docker compose": 500, "skaffold": 1000}  # their fixed waits
 STAMP = 'date +%s.%N >> "$STARTS"'  # the first thing each build command does
 

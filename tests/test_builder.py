@@ -249,6 +249,34 @@ def test_outputs_image_ref_to_reads_the_file_and_does_not_retag(
     assert local_tags(docker_client, project.uid) == [f"{project.uid}:custom"]
 
 
+def test_a_script_ref_under_the_registry_is_pushed_and_pulled_from_the_cluster_host(
+    project: Project, docker_client: docker.DockerClient, registry_host: str
+) -> None:
+    """As Tilt does: the ref the script wrote is pushed when it names the Cluster's
+    registry, never retagged, and the cluster pulls it from hostFromContainerRuntime."""
+    project.context()
+    ref = f"{registry_host}/{project.uid}:scripted"
+    script = 'docker build --network none -q -t "$MY_REF" . >/dev/null && echo "$MY_REF" > ref.txt'
+    registry = {"host": registry_host, "hostFromContainerRuntime": "registry.cluster:5000"}
+    index = project.load(
+        cluster(defaultRegistry=registry),
+        cmdimage(
+            "app",
+            project.uid,
+            args=["sh", "-c", script],
+            env=[f"MY_REF={ref}"],
+            outputsImageRefTo="ref.txt",
+        ),
+    )
+
+    result = run(project.builder(), request(index, "app"))
+
+    assert result.local_ref.familiar() == ref
+    assert result.cluster_ref.familiar() == f"registry.cluster:5000/{project.uid}:scripted"
+    assert registry_tags(registry_host, project.uid) == ["scripted"]
+    assert local_tags(docker_client, f"{registry_host}/{project.uid}") == [ref]
+
+
 def test_outputs_image_ref_to_file_is_removed_before_the_run(project: Project) -> None:
     index = project.load(cmdimage("app", project.uid, outputsImageRefTo="ref.txt"))
     ref_file = project.root / "ref.txt"
