@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -130,9 +129,9 @@ class Daemon:
         self._index_roots()
 
     def _index_roots(self) -> None:
-        before = set(self.roots_at)
         """Source roots by folder, so that a changed path finds its images by its parents
         (a handful of look-ups) rather than by asking every image."""
+        before = set(self.roots_at)
         self.roots_at = {}
         for name, roots in self.roots.items():
             for root in roots:
@@ -218,7 +217,7 @@ class Daemon:
             self._on_ready()
             return
         new, self._new_dirs = self._new_dirs, set()
-        found = {p for d in new if d.is_dir() for p in _files_under(d)}
+        found = {p for d in new if d.is_dir() for p in project.files_under(d)}
         if found:  # the files themselves: naming the folders would walk them again
             self._handle(found)
 
@@ -300,16 +299,7 @@ class Daemon:
         return rewalk and self._watch_dirs() != self.watched  # else no walk: a save costs little
 
     def _spec_paths(self, paths: set[Path]) -> set[Path]:
-        """The spec files a batch touches: named in it, or inside a folder that came (a
-        `mv` or `mkdir` names only the folder) or went."""
-        found = {p for p in paths if p in self.files or project.is_spec_candidate(p, self.root)}
-        for path in paths:
-            if path.is_dir():
-                inside = _files_under(path)
-                found.update(p for p in inside if project.is_spec_candidate(p, self.root))
-            elif not path.exists():
-                found.update(f for f in self.files if path in f.parents)
-        return found
+        return project.spec_files_touched(paths, self.files.keys(), self.root)
 
     def _work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
@@ -492,12 +482,6 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _files_under(folder: Path) -> Iterable[Path]:
-    for base, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not sources.is_hidden_folder(d)]
-        yield from (Path(base) / name for name in files)
 
 
 def _out_of_watches(exc: OSError) -> bool:

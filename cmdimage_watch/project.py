@@ -8,7 +8,7 @@ the status file of a spec file. `scheduler` and `daemon` call these.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,35 @@ def scan(root: Path) -> list[Path]:
             if is_spec_candidate(path, root):
                 found.append(path)
     return found
+
+
+def spec_files_touched(paths: set[Path], known: Collection[Path], root: Path) -> set[Path]:
+    """The spec files a batch of changed paths touches: named in it, or inside a folder that
+    came (a `mv` or `mkdir` names only the folder) or went. A file in a folder that was moved
+    away can still be named by its old path, so a missing path stands for its outermost
+    missing folder."""
+    found = {p for p in paths if p in known or is_spec_candidate(p, root)}
+    gone = set[Path]()
+    for path in paths:
+        if path.is_dir():
+            found.update(p for p in files_under(path) if is_spec_candidate(p, root))
+        elif not path.exists():
+            gone.add(_outermost_missing(path, root))
+    if gone:
+        found.update(f for f in known if gone.intersection(f.parents))
+    return found
+
+
+def _outermost_missing(path: Path, root: Path) -> Path:
+    while root in path.parent.parents and not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def files_under(folder: Path) -> Iterable[Path]:
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not sources.is_hidden_folder(d)]
+        yield from (Path(base) / name for name in files)
 
 
 def load(root: Path, cache: specfiles.Cache | None = None) -> Index:

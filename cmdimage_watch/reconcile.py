@@ -67,6 +67,9 @@ class Reconciler:
         except Wait as wait:
             self._set(name, status.waiting(str(wait)))
             return None
+        if not image.loc.path.exists():  # moved or deleted: the watcher's next batch says which
+            logger.debug("{}: its spec file {} is gone; not building", name, image.loc.path)
+            return None
         digest = inputs.digest()
         if not force and self.failed.get(name) == digest:
             return None  # failed with these very inputs: wait for a change or a trigger

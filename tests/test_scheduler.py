@@ -218,3 +218,21 @@ async def test_shutdown_cancels_running_builds_and_says_so(tmp_path: Path) -> No
         assert done is not None
         assert done.error == "build cancelled: cmdimage-watch was stopped"
     assert scheduler.busy == set()
+
+
+@on_virtual_time
+async def test_an_image_whose_spec_file_went_is_not_built(tmp_path: Path) -> None:
+    """`mv app elsewhere` between reading a spec and building it: the build would fail for a
+    dir that is not there. It waits instead for the watcher's batch that says where it went."""
+    spec = _tree(tmp_path, ("a", []))
+    builder = FakeBuilder({"a": 1})
+    scheduler = _scheduler(tmp_path, builder, spec)
+    spec.rename(tmp_path / "moved.yaml")
+    scheduler.request(["a"])
+    await scheduler.wait_idle()
+    assert builder.events == []
+    assert "a" not in scheduler.reconciler.state.images  # no failure, no "building" left
+    (tmp_path / "moved.yaml").rename(spec)
+    scheduler.request(["a"])
+    await scheduler.wait_idle()
+    assert [kind for kind, _, _ in builder.events] == ["start", "done"]

@@ -1,0 +1,46 @@
+"""Which spec files a batch of changed paths touches (the daemon re-reads those)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cmdimage_watch.project import spec_files_touched
+
+
+def test_a_file_event_under_a_moved_away_folder_touches_the_specs_that_were_in_it(
+    tmp_path: Path,
+) -> None:
+    """`mv moved renamed; echo x > renamed/src.txt`: the old folder's watch can report the
+    write as moved/src.txt before the rename reaches the daemon. The specs that were in
+    moved/ must be read again (they are gone), or their image builds in a folder that is not
+    there."""
+    root = tmp_path / "tree"
+    (root / "renamed" / "deep").mkdir(parents=True)
+    (root / "kept").mkdir()
+    known = [
+        root / "moved" / "a.yaml",
+        root / "moved" / "deep" / "b.yaml",
+        root / "kept" / "c.yaml",
+    ]
+    stale = {root / "moved" / "deep" / "src.txt"}
+    assert spec_files_touched(stale, known, root) == set(known[:2])
+
+
+def test_a_folder_that_came_is_walked_and_one_that_went_drops_its_specs(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    came = root / "came"
+    (came / ".hidden").mkdir(parents=True)
+    (came / "x.yaml").write_text("")
+    (came / "x.status.yaml").write_text("")
+    (came / ".hidden" / "y.yaml").write_text("")
+    (came / "src.txt").write_text("")
+    known = [root / "went" / "z.yaml", root / "here.yaml"]
+    assert spec_files_touched({came, root / "went"}, known, root) == {came / "x.yaml", known[0]}
+
+
+def test_a_deleted_source_file_touches_no_spec(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "app").mkdir(parents=True)
+    known = [root / "app" / "app.yaml"]
+    assert spec_files_touched({root / "app" / "gone.txt"}, known, root) == set()
+    assert spec_files_touched({root / "app" / "app.yaml"}, known, root) == set(known)
