@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import watchfiles
@@ -57,14 +57,15 @@ class Watcher:
 
     def _run(self) -> None:
         try:
-            self._batch(self._changes())
+            for item in batches(self._changes(), self.watch_filter, self.quiet, self.cap):
+                self._deliver(item)
         except BaseException as exc:  # the loop decides: inotify limits mean polling
             self._deliver(exc)
 
     def _changes(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
         return watchfiles.watch(
             *self.dirs,
-            watch_filter=None,  # filtered in _batch: ignored noise must not hold batches back
+            watch_filter=None,  # filtered in batches(): ignored noise must not hold batches back
             debounce=int(self.cap * 1000),
             step=STEP_MS,
             rust_timeout=max(1, int(self.quiet * 1000)),
@@ -76,24 +77,30 @@ class Watcher:
             ignore_permission_denied=True,
         )
 
-    def _batch(self, changes: Iterator[set[tuple[watchfiles.Change, str]]]) -> None:
-        """Deliver a batch once `quiet` passed since its last relevant event, or `cap` since
-        its first. Events the filter drops (a log file rewritten all the time) still come
-        through watchfiles, so the deadlines are checked however busy that noise is."""
-        pending: set[Path] = set()
-        first = last = 0.0
-        ready = False
-        for found in changes:
-            if not ready:
-                ready = True
-                self._deliver(READY)
-            now = time.monotonic()
-            relevant = {Path(path) for change, path in found if self.watch_filter(change, path)}
-            if relevant:
-                first = first if pending else now
-                last = now
-                pending |= relevant
-            timed_out = not found  # `quiet` passed without any event at all
-            if pending and (timed_out or now - last >= self.quiet or now - first >= self.cap):
-                self._deliver(frozenset(pending))
-                pending = set()
+
+def batches(
+    changes: Iterable[set[tuple[watchfiles.Change, str]]],
+    keep: Callable[[watchfiles.Change, str], bool],
+    quiet: float,
+    cap: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[frozenset[Path]]:
+    """READY at watchfiles' first item (its watches are in place by then), then each batch:
+    once `quiet` passed since its last kept event, or `cap` since its first. Events `keep`
+    drops (a log file rewritten all the time) still come through watchfiles, so the
+    deadlines are checked however busy that noise is."""
+    pending: set[Path] = set()
+    first = last = 0.0
+    for step, found in enumerate(changes):
+        if step == 0:
+            yield READY
+        now = clock()
+        kept = {Path(path) for change, path in found if keep(change, path)}
+        if kept:
+            first = first if pending else now
+            last = now
+            pending |= kept
+        timed_out = not found  # `quiet` passed without any event at all
+        if pending and (timed_out or now - last >= quiet or now - first >= cap):
+            yield frozenset(pending)
+            pending = set()
