@@ -6,6 +6,7 @@ The only module that prints, exits or configures loguru's sinks.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import enum
 import io
 import json
@@ -61,6 +62,29 @@ class LogFormat(enum.StrEnum):
 
 
 DirArg = typer.Argument(Path(), help="The tree of spec files.", show_default=".")
+STATE_FOLDER = ".cmdimage-watch"
+
+
+def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list[str]]:
+    """`[DIR] NAME...`: the first argument is the tree when it looks like a path (`app/`,
+    `.`, `../x`), or when it is a folder, a name follows if one must, and the current folder
+    is not itself a tree of ours; otherwise every argument is an image name in `.`."""
+    args = list(args or ())
+    if args and (_looks_like_path(args[0]) or _is_tree_arg(args, need_names)):
+        return Path(args[0]).expanduser(), args[1:]
+    if need_names and not args:
+        typer.echo("error: name at least one image", err=True)
+        raise typer.Exit(2)
+    return Path(), args
+
+
+def _looks_like_path(arg: str) -> bool:
+    return "/" in arg or arg in (".", "..") or arg.startswith("~")  # names hold no "/"
+
+
+def _is_tree_arg(args: list[str], need_names: bool) -> bool:
+    here_is_a_tree = Path(STATE_FOLDER).is_dir()
+    return Path(args[0]).is_dir() and not here_is_a_tree and (len(args) > 1 or not need_names)
 
 
 def _root(path: Path) -> Path:
@@ -70,14 +94,26 @@ def _root(path: Path) -> Path:
     return path.resolve()
 
 
+def _settings(**values: object) -> Settings:
+    """Settings from flags; a value out of range is bad usage (exit 2), named by its flag."""
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        typer.echo(f"error: {flag}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _level(verbose: int, quiet: bool) -> str:
     return "WARNING" if quiet else ("DEBUG" if verbose else "INFO")
 
 
 @app.command()
 def build(
-    root: Path = DirArg,
-    names: list[str] = typer.Argument(None, help="Only these images (and what they need)."),
+    args: list[str] = typer.Argument(
+        None, metavar="[DIR] [NAME]...", help="The tree (default .); only these images."
+    ),
     force: bool = typer.Option(False, "--force", help="Build even when up to date."),
     max_parallel: int = typer.Option(3, "--max-parallel", min=1, help="Builds at once."),
     build_timeout: float = typer.Option(0, "--build-timeout", help="Seconds; 0 is none."),
@@ -85,19 +121,17 @@ def build(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Build what is out of date once, write the statuses, exit 0 if all succeeded."""
+    root, names = _dir_and_names(args, need_names=False)
     output = terminal.Output(_level(verbose, quiet))
-    settings = Settings(
+    settings = _settings(
         root=_root(root), max_parallel=max_parallel, build_timeout=build_timeout or None
     )
     cache = SpecCache(settings.state_dir / "specs.json")
     index = project.load(settings.root, cache)
     cache.save()
-    unknown = sorted(set(names or ()) - set(index.images))
-    if unknown:
-        known = ", ".join(sorted(index.images)) or "none"
-        typer.echo(f"error: no CmdImage named {', '.join(unknown)} (known: {known})", err=True)
-        raise typer.Exit(2)
-    ok = asyncio.run(_build(settings, index, names or None, force, output))
+    _check_names(index, names, root)
+    wanted = [n for n in names if n in index.images] if names else None  # invalid: problems
+    ok = asyncio.run(_build(settings, index, wanted, force, output))
     problems = project.problems(index)
     for problem in problems:
         typer.echo(problem, err=True)
@@ -160,21 +194,17 @@ def watch(
 ) -> None:
     """Watch the tree and rebuild images as their inputs change (the default command)."""
     output = terminal.pick(log_format.value, tui, _level(verbose, quiet))
-    try:
-        settings = Settings(
-            root=_root(root),
-            debounce=debounce,
-            debounce_max=debounce_max,
-            max_parallel=max_parallel,
-            on_change=on_change.value,
-            stop_timeout=stop_timeout,
-            build_timeout=build_timeout or None,
-            storm_threshold=storm_threshold,
-            poll=poll,
-        )
-    except ValidationError as exc:
-        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
-        raise typer.Exit(2) from None
+    settings = _settings(
+        root=_root(root),
+        debounce=debounce,
+        debounce_max=debounce_max,
+        max_parallel=max_parallel,
+        on_change=on_change.value,
+        stop_timeout=stop_timeout,
+        build_timeout=build_timeout or None,
+        storm_threshold=storm_threshold,
+        poll=poll,
+    )
     builder = Builder(
         settings.log_dir,
         output=output.build_line,
@@ -195,10 +225,12 @@ def watch(
 
 @app.command()
 def trigger(
-    root: Path = DirArg,
-    names: list[str] = typer.Argument(..., help="Images to rebuild now."),
+    args: list[str] = typer.Argument(
+        None, metavar="[DIR] NAME...", help="The tree (default .); images to rebuild now."
+    ),
 ) -> None:
     """Ask the running daemon to rebuild these images now, up to date or not."""
+    root, names = _dir_and_names(args, need_names=True)
     settings = Settings(root=_root(root))
     if lifecycle.holder(settings.state_dir) is None:
         typer.echo(
@@ -208,7 +240,7 @@ def trigger(
             err=True,
         )
         raise typer.Exit(1)
-    _check_names(project.load(settings.root), names)
+    _check_names(project.load(settings.root), names, root)
     folder = settings.state_dir / "triggers"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -217,14 +249,16 @@ def trigger(
 
 @app.command()
 def wait(
-    root: Path = DirArg,
-    names: list[str] = typer.Argument(..., help="Images to wait for."),
+    args: list[str] = typer.Argument(
+        None, metavar="[DIR] NAME...", help="The tree (default .); images to wait for."
+    ),
     timeout: float = typer.Option(0, "--timeout", help="Seconds; 0 waits as long as it takes."),
 ) -> None:
     """Block until these images are built from their current inputs; exit 0 if all are,
     1 if one failed or the time ran out."""
+    root, names = _dir_and_names(args, need_names=True)
     settings = Settings(root=_root(root))
-    _check_names(project.load(settings.root), names)
+    _check_names(project.load(settings.root), names, root)
     deadline = time.monotonic() + timeout if timeout else None
     progress = Progress(settings)
     while True:
@@ -242,16 +276,20 @@ def wait(
     raise typer.Exit(1 if any(outcome.values()) else 0)
 
 
-def _check_names(index: Index, names: list[str]) -> None:
+def _check_names(index: Index, names: list[str], root: Path) -> None:
     known = {e.name for f in index.files.values() for e in f.entries if e.kind == "CmdImage"}
     unknown = sorted(set(names) - known)
-    if unknown:
-        typer.echo(
-            f"error: no CmdImage named {', '.join(unknown)} (known: "
-            f"{', '.join(sorted(known)) or 'none'})",
-            err=True,
-        )
-        raise typer.Exit(2)
+    if not unknown:
+        return
+    message = f"error: no CmdImage named {', '.join(unknown)} in {root}"
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+    shown = sorted(known)[:10] + (["…"] if len(known) > 10 else [])
+    message += f"; did you mean {' or '.join(close)}?" if close else f" (known: {', '.join(shown)})"
+    folders = [name for name in unknown if Path(name).is_dir()]
+    if folders:
+        message += f"; to name the folder {folders[0]} as the tree, write {folders[0]}/"
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
 
 
 @app.command("status")

@@ -1,0 +1,86 @@
+"""The command line's own rules: which argument is the tree, and bad usage exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from cmdimage_watch.cli import _dir_and_names
+from tests.helpers import cmdimage, write
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tree with a folder `app` that holds the image `app`; the current folder is its root."""
+    write(tmp_path / "app" / "app.yaml", cmdimage("app"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "need_names", "expected"),
+    [
+        (["app"], True, (".", ["app"])),  # `trigger app`: one word is a name
+        (["app", "web"], True, ("app", ["web"])),  # a folder, and a name follows
+        (["./app"], False, ("app", [])),  # looks like a path: always the tree
+        (["app/", "x"], True, ("app", ["x"])),
+        ([".", "app"], True, (".", ["app"])),  # `.` forces the current folder
+        (["app"], False, ("app", [])),  # `build app` in a tree never used: the folder
+        (["web", "app"], True, (".", ["web", "app"])),  # not a folder: names
+        ([], False, (".", [])),
+    ],
+)
+def test_the_first_argument_is_the_tree_when_it_can_only_be_one(
+    here: Path, args: list[str], need_names: bool, expected: tuple[str, list[str]]
+) -> None:
+    root, names = _dir_and_names(args, need_names)
+    assert (str(root), names) == expected
+
+
+def test_in_a_tree_already_used_a_bare_word_is_an_image_name(here: Path) -> None:
+    (here / ".cmdimage-watch").mkdir()
+    assert _dir_and_names(["app"], need_names=False) == (Path(), ["app"])
+    assert _dir_and_names(["app", "web"], need_names=True) == (Path(), ["app", "web"])
+    assert _dir_and_names(["app/"], need_names=False) == (Path("app"), [])
+
+
+def test_names_are_required_where_the_command_needs_them(here: Path) -> None:
+    with pytest.raises(typer.Exit) as exit_:
+        _dir_and_names([], need_names=True)
+    assert exit_.value.exit_code == 2
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cmdimage_watch", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_an_unknown_name_gets_the_nearest_and_a_folder_gets_the_way_to_name_it(
+    here: Path,
+) -> None:
+    (here / ".cmdimage-watch").mkdir()
+    typo = cli(here, "wait", "ap", "--timeout", "1")
+    assert (typo.returncode, typo.stderr) == (
+        2,
+        "error: no CmdImage named ap in .; did you mean app?\n",
+    )
+    (here / "lib").mkdir()
+    folder = cli(here, "wait", "lib")
+    assert folder.returncode == 2
+    assert folder.stderr == (
+        "error: no CmdImage named lib in . (known: app); to name the folder lib as the tree, "
+        "write lib/\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["build", "watch"])
+def test_a_flag_out_of_range_is_bad_usage_named_by_its_flag(here: Path, command: str) -> None:
+    result = cli(here, command, ".", "--build-timeout", "-1")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: --build-timeout: Input should be greater than 0\n",
+    )
