@@ -190,9 +190,32 @@ class Builder:
             finally:
                 self.on_spawn(image.name, None)
         if rc != 0:
-            raise BuildError(
+            message = (
                 f"Custom build {quoted(display)} failed: {_exit_text(rc)}; see the log {log_path}"
             )
+            down = await self._engine_down(image, env.get("DOCKER_HOST", ""))
+            raise BuildError(f"{message}. {down}" if down else message)
+
+    async def _engine_down(self, image: Image, host: str) -> str:
+        """Why the engine a failed build needed is unreachable, or "": a `docker build`
+        with the engine down fails with exit status 1 and says why only in its log."""
+        if image.output_mode == "remote":
+            return ""  # such a command may use no engine at all
+
+        def ping() -> str:
+            try:
+                client = (
+                    docker.DockerClient(base_url=host, timeout=5)
+                    if host
+                    else docker.from_env(timeout=5)
+                )
+                with contextlib.closing(client):
+                    client.ping()
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                return str(engine_error(host, exc))
+            return ""
+
+        return await asyncio.to_thread(ping)
 
     async def _spawn(
         self, image: Image, env: dict[str, str], display: str, log: IO[str]

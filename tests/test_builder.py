@@ -677,6 +677,36 @@ def test_engine_down_names_the_address_and_the_reason(project: Project) -> None:
     assert message.endswith(ENGINE_HINT)
 
 
+def test_a_command_that_fails_with_the_engine_down_says_the_engine_is_down(
+    project: Project,
+) -> None:
+    """`docker build` with no engine exits 1 and says why only in its log: the error says it."""
+    address = f"unix:///tmp/{project.uid}-no-engine.sock"
+    args = ["sh", "-c", "docker build -q . || exit 1"]
+    index = project.load(
+        cluster(connection={"docker": {"host": address}}), cmdimage("app", project.uid, args=args)
+    )
+    with warnings.catch_warnings():  # docker-py leaks the socket whose connect() failed
+        warnings.simplefilter("ignore", ResourceWarning)
+        message = failure(project.builder(), request(index, "app"))
+        gc.collect()
+
+    log = project.root.parent / "logs" / "app.log"
+    assert message.startswith(
+        'Custom build "docker build -q . || exit 1" failed: exit status 1; see the log '
+        f"{log}. Docker engine at {address} is not reachable: "
+    )
+    assert message.endswith(ENGINE_HINT)
+
+
+def test_a_command_that_fails_with_the_engine_up_gets_no_engine_hint(project: Project) -> None:
+    index = project.load(cmdimage("app", project.uid, args=["sh", "-c", "exit 3"]))
+    message = failure(project.builder(), request(index, "app"))
+    assert message.endswith(
+        "failed: exit status 3; see the log " + str(project.root.parent / "logs" / "app.log")
+    )
+
+
 def test_registry_down_reports_the_push_error(
     project: Project, docker_client: docker.DockerClient
 ) -> None:
