@@ -146,7 +146,7 @@ class Builder:
             return BuildResult(local, cluster)
         self._image_id(host, local, written_to=image.outputs_ref_to)
         registry = exp.registry
-        if needs_push(request) and registry is not None and local.domain == registry.host:
+        if needs_push(request) and registry is not None and refs.under_registry(local, registry):
             self._push(host, local, registry)  # never to a registry the Cluster did not name
         return BuildResult(local, cluster)
 

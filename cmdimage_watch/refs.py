@@ -202,9 +202,21 @@ def _fnv1a_32(text: str) -> int:
     return value
 
 
+def under_registry(ref: Ref, registry: Registry | None) -> bool:
+    """Whether `ref` is one of the registry's repositories; its host may hold a path
+    (`gcr.io/my-project`), so this compares names, not domains."""
+    return registry is not None and bool(registry.host) and ref.name.startswith(_prefix(registry))
+
+
 def in_cluster(ref: Ref, registry: Registry | None) -> Ref:
     """A ref under the registry's host, as the cluster pulls it: under
     `hostFromContainerRuntime` (Tilt's readImageRef); any other ref as it is."""
-    if registry is None or not registry.host_from_cluster or ref.domain != registry.host:
+    if registry is None or not registry.host_from_cluster or not under_registry(ref, registry):
         return ref
-    return Ref(registry.host_from_cluster, ref.path, ref.tag, ref.digest)
+    rest = ref.name.removeprefix(_prefix(registry))
+    moved = parse_ref(f"{registry.host_from_cluster.rstrip('/')}/{rest}")
+    return replace(moved, tag=ref.tag, digest=ref.digest)
+
+
+def _prefix(registry: Registry) -> str:
+    return registry.host.rstrip("/") + "/"

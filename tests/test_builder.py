@@ -249,15 +249,18 @@ def test_outputs_image_ref_to_reads_the_file_and_does_not_retag(
     assert local_tags(docker_client, project.uid) == [f"{project.uid}:custom"]
 
 
+@pytest.mark.parametrize("path", ["", "/team"])  # a host may hold a path: gcr.io/my-project
 def test_a_script_ref_under_the_registry_is_pushed_and_pulled_from_the_cluster_host(
-    project: Project, docker_client: docker.DockerClient, registry_host: str
+    project: Project, docker_client: docker.DockerClient, registry_host: str, path: str
 ) -> None:
     """As Tilt does: the ref the script wrote is pushed when it names the Cluster's
     registry, never retagged, and the cluster pulls it from hostFromContainerRuntime."""
     project.context()
-    ref = f"{registry_host}/{project.uid}:scripted"
+    repo = f"{path.lstrip('/')}/{project.uid}".lstrip("/")
+    ref = f"{registry_host}/{repo}:scripted"
     script = 'docker build --network none -q -t "$MY_REF" . >/dev/null && echo "$MY_REF" > ref.txt'
-    registry = {"host": registry_host, "hostFromContainerRuntime": "registry.cluster:5000"}
+    host, in_cluster = registry_host + path, "registry.cluster:5000" + path
+    registry = {"host": host, "hostFromContainerRuntime": in_cluster}
     index = project.load(
         cluster(defaultRegistry=registry),
         cmdimage(
@@ -272,9 +275,9 @@ def test_a_script_ref_under_the_registry_is_pushed_and_pulled_from_the_cluster_h
     result = run(project.builder(), request(index, "app"))
 
     assert result.local_ref.familiar() == ref
-    assert result.cluster_ref.familiar() == f"registry.cluster:5000/{project.uid}:scripted"
-    assert registry_tags(registry_host, project.uid) == ["scripted"]
-    assert local_tags(docker_client, f"{registry_host}/{project.uid}") == [ref]
+    assert result.cluster_ref.familiar() == f"{in_cluster}/{project.uid}:scripted"
+    assert registry_tags(registry_host, repo) == ["scripted"]
+    assert local_tags(docker_client, f"{registry_host}/{repo}") == [ref]
 
 
 def test_outputs_image_ref_to_file_is_removed_before_the_run(project: Project) -> None:

@@ -21,9 +21,11 @@ from cmdimage_watch.refs import (
     escape_name,
     expected_image_path,
     image_map_name,
+    in_cluster,
     local_name,
     parse_ref,
     parse_tagged_ref,
+    under_registry,
     validate_tag,
 )
 
@@ -262,6 +264,31 @@ def test_registry_rewriting_refuses(text: str, registry: Registry, message: str)
     with pytest.raises(RefError) as caught:
         local_name(parse_ref(text), registry)
     assert str(caught.value) == message
+
+
+GCR = Registry("gcr.io/my-project", host_from_cluster="mirror.local/my-project")
+
+
+@pytest.mark.parametrize(
+    ("written", "registry", "cluster", "under"),
+    [
+        ("localhost:5000/app:v1", KIND, "registry:5000/app:v1", True),
+        ("localhost:5000/app:v1", LOCAL, "localhost:5000/app:v1", True),
+        # a host with a path (GCR, ECR-style): compared by name, not by domain
+        ("gcr.io/my-project/app:v1", GCR, "mirror.local/my-project/app:v1", True),
+        ("gcr.io/other-project/app:v1", GCR, "gcr.io/other-project/app:v1", False),
+        ("us.gcr.io/my-project/app:v1", GCR, "us.gcr.io/my-project/app:v1", False),
+        ("gcr.io/my-project-2/app:v1", GCR, "gcr.io/my-project-2/app:v1", False),
+        ("app:v1", KIND, "docker.io/library/app:v1", False),
+        (f"localhost:5000/app:v1@{DIGEST}", KIND, f"registry:5000/app:v1@{DIGEST}", True),
+    ],
+)
+def test_a_ref_a_script_wrote_is_pushed_and_pulled_only_under_the_registry(
+    written: str, registry: Registry, cluster: str, under: bool
+) -> None:
+    ref = parse_ref(written)
+    assert str(in_cluster(ref, registry)) == cluster
+    assert under_registry(ref, registry) is under
 
 
 @pytest.mark.parametrize(
