@@ -134,22 +134,25 @@ def write_inputs(state_dir: Path, name: str, inputs: Inputs) -> None:
     specfiles.write_if_changed(path, inputs.to_json())
 
 
-def write_status(index: Index, state: status.State, path: Path) -> None:
-    """Write (or remove) the status file of one spec file; failures are logged, not raised."""
+def write_status(index: Index, state: status.State, path: Path) -> bool:
+    """Write (or remove) the status file of one spec file; False when that failed (logged,
+    not raised: a full disk must not stop the daemon)."""
     target = specfiles.status_path(path)
     spec_file = index.files.get(path)
     try:
         if spec_file is None or not spec_file.is_spec:
             target.unlink(missing_ok=True)
-            return
+            return True
         docs = status.documents(spec_file, index, state)
         specfiles.write_if_changed(target, specfiles.render_status(path, docs))
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not path.exists():
             # its folder was moved or removed: the change that says so drops it
             logger.debug("{} is gone; so is its status file", path)
-            return
+            return True
         logger.error("could not write {}: {}; it is retried on the next change", target, exc)
+        return False
+    return True
 
 
 def files_showing(index: Index, names: Iterable[str]) -> set[Path]:

@@ -21,6 +21,7 @@ class StatusWriter:
         self._index, self._state = index, state  # read anew: the daemon replaces both
         self._dirty: dict[Path, None] = {}  # in the order marked: no file runs ahead of its cause
         self._building: dict[str, Path] = {}  # image -> the folder its command reads
+        self._failed: set[Path] = set()  # could not be written (disk full): tried at the next mark
 
     @property
     def pending(self) -> bool:
@@ -42,7 +43,7 @@ class StatusWriter:
         for path in sorted(project.files_showing(index, starting)):
             if not _under(path, busy):
                 self._dirty.pop(path, None)
-                project.write_status(index, state, path)
+                self._write(index, state, path)
                 written.add(path)
         self._building.update((name, index.images[name].dir) for name in starting)
         self.mark(project.files_showing(index, names) - written)
@@ -53,7 +54,8 @@ class StatusWriter:
         self.flush()
 
     def mark(self, paths: Iterable[Path]) -> None:
-        self._dirty.update(dict.fromkeys(sorted(paths)))
+        failed, self._failed = self._failed, set()
+        self._dirty.update(dict.fromkeys(sorted({*failed, *paths})))
 
     def flush(self) -> None:
         """Write what is marked, but for files under a building image's folder."""
@@ -67,7 +69,11 @@ class StatusWriter:
             if _under(path, busy):
                 self._dirty[path] = None  # after that build
             else:
-                project.write_status(index, state, path)
+                self._write(index, state, path)
+
+    def _write(self, index: Index, state: status.State, path: Path) -> None:
+        if not project.write_status(index, state, path):
+            self._failed.add(path)
 
 
 def _under(path: Path, folders: list[Path]) -> bool:

@@ -57,3 +57,22 @@ def test_a_build_gone_with_its_spec_holds_no_folder(tmp_path: Path) -> None:
     state.images["inner"] = status.succeeded("inner:tilt-1", "initial build", T0, T0)
     writer.write(["inner"])
     assert "inner:tilt-1" in status_path(inner).read_text()
+
+
+def test_a_status_file_that_could_not_be_written_is_tried_again_at_the_next_change(
+    tmp_path: Path,
+) -> None:
+    """§7 "disk full, status folder read-only: logged; retried on the next change". A folder
+    in the status file's place fails the write even for root, as a full disk would."""
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    status_path(inner).mkdir()
+    state.images["inner"] = status.succeeded("inner:tilt-1", "initial build", T0, T0)
+    writer.write(["inner"])
+    assert status_path(inner).is_dir()
+    status_path(inner).rmdir()  # space again
+    state.images["outer"] = status.succeeded("outer:tilt-1", "initial build", T0, T0)
+    writer.write(["outer"])  # a change elsewhere
+    assert "inner:tilt-1" in status_path(inner).read_text()
+    assert not writer.pending
