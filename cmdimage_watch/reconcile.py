@@ -73,10 +73,10 @@ class Reconciler:
         digest = inputs.digest()
         if not force and self.failed.get(name) == digest:
             return None  # failed with these very inputs: wait for a change or a trigger
-        if not force and await self._up_to_date(image, cluster, inputs):
-            return None
-        reason = "manual trigger" if force else self._reason(name, inputs)
-        return Plan(image, cluster, maps, inputs, reason)
+        if force:
+            return Plan(image, cluster, maps, inputs, "manual trigger")
+        reason = await self._why_stale(image, cluster, inputs)
+        return Plan(image, cluster, maps, inputs, reason) if reason else None
 
     async def inputs_of(self, name: str) -> Inputs | None:
         """The inputs `name` would build with now; None while it has to wait."""
@@ -141,30 +141,35 @@ class Reconciler:
                 raise Wait(self.index.unknown_map_reason(map_name))
         return resolved
 
-    async def _up_to_date(self, image: Image, cluster: models.Cluster | None, new: Inputs) -> bool:
-        if new.digest() != self.state.digests.get(image.name):
-            return False
-        old = self.state.images.get(image.name)
+    async def _why_stale(
+        self, image: Image, cluster: models.Cluster | None, new: Inputs
+    ) -> str | None:
+        """Why `image` must be built now, or None when its last good build still stands
+        (then its status says "up to date", once per run)."""
+        last = self.state.digests.get(image.name)
+        if last is None:
+            return "initial build"
+        if new.digest() != last:
+            old = self.inputs.get(image.name)
+            return (sources.change_reason(old, new) if old else "") or "inputs changed"
+        old_status = self.state.images.get(image.name)
         published = self.state.image_maps.get(image.publishes)
-        if old is None or old.building is not None or published is None:
-            return False  # a build left `building` by a crash counts as not built
+        if old_status is None or old_status.building is not None or published is None:
+            return "the last build did not finish"  # a crash left `building`, or no record
         ref = published.image_from_local
         if image.output_mode != "remote" and not await self.builder.exists(image, cluster, ref):
-            return False
+            return f"{ref} is no longer in the engine"
+        self._confirm(image.name, ref, old_status)
+        return None
+
+    def _confirm(self, name: str, ref: str, old: models.CmdImageStatus) -> None:
         done = old.completed
-        if image.name in self.current and done and not done.error and old.ref == ref:
-            return True  # this run built or confirmed it already: keep its reason and times
-        self.current.add(image.name)
+        if name in self.current and done and not done.error and old.ref == ref:
+            return  # this run built or confirmed it already: keep its reason and times
+        self.current.add(name)
         started = done.started_at if done else self.clock()
         finished = done.finished_at if done else started
-        self._set(image.name, status.succeeded(ref, "up to date", started, finished))
-        return True
-
-    def _reason(self, name: str, new: Inputs) -> str:
-        if name not in self.state.digests:
-            return "initial build"
-        old = self.inputs.get(name)
-        return (sources.change_reason(old, new) if old else "") or "inputs changed"
+        self._set(name, status.succeeded(ref, "up to date", started, finished))
 
     async def build(self, plan: Plan) -> bool:
         """Run the planned build; True when it succeeded. Cancellation is left to the caller."""

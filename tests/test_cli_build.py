@@ -122,9 +122,8 @@ def test_build_then_nothing_to_do_then_force(
 
     assert second.returncode == 0, second.stderr
     assert tree.runs() == ["base", "app"]  # no command ran
-    # The reason may say "up to date" or keep the last build's: SPEC §4 vs. write-if-changed.
-    assert check_built(tree, "base", docker_client, None) == base_ref
-    assert check_built(tree, "app", docker_client, None) == app_ref
+    assert check_built(tree, "base", docker_client, "up to date") == base_ref
+    assert check_built(tree, "app", docker_client, "up to date") == app_ref
     assert (digest_of(tree, "base"), digest_of(tree, "app")) == digests
 
     forced = tree.cli("--force")
@@ -133,6 +132,21 @@ def test_build_then_nothing_to_do_then_force(
     assert tree.runs() == ["base", "app", "base", "app"]
     assert check_built(tree, "base", docker_client, "manual trigger") == base_ref
     assert check_built(tree, "app", docker_client, "manual trigger") == app_ref
+
+
+def test_an_image_gone_from_the_engine_is_built_again_and_says_why(
+    tree: Tree, docker_client: docker.DockerClient
+) -> None:
+    assert tree.cli("base").returncode == 0
+    base_ref = check_built(tree, "base", docker_client, "initial build")
+    for tag in docker_client.images.get(base_ref).tags:  # `docker rmi`, tag by tag
+        docker_client.images.remove(tag)
+
+    again = tree.cli("base")
+
+    assert again.returncode == 0, again.stderr
+    assert tree.runs() == ["base", "base"]
+    check_built(tree, "base", docker_client, f"{base_ref} is no longer in the engine")
 
 
 def test_a_failing_image_exits_1_with_its_error_in_status(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cmdimage_watch import models, refs
+from cmdimage_watch import models, refs, status
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest, BuildResult
 from cmdimage_watch.graph import Image
 from cmdimage_watch.reconcile import Reconciler
@@ -236,3 +236,22 @@ async def test_an_image_whose_spec_file_went_is_not_built(tmp_path: Path) -> Non
     scheduler.request(["a"])
     await scheduler.wait_idle()
     assert [kind for kind, _, _ in builder.events] == ["start", "done"]
+
+
+@on_virtual_time
+async def test_a_build_left_building_by_a_crash_is_built_again_and_says_so(
+    tmp_path: Path,
+) -> None:
+    spec = _tree(tmp_path, ("a", []))
+    builder = FakeBuilder({"a": 1})
+    scheduler = _scheduler(tmp_path, builder, spec)
+    assert await run_once(scheduler, None)
+    state = scheduler.reconciler.state
+    loop = asyncio.get_running_loop()
+    started = scheduler.reconciler.clock()
+    state.images["a"] = status.building("spec changed", started)  # as a killed daemon left it
+    t0 = loop.time()
+    assert await run_once(scheduler, None)
+    assert _since(builder.events, t0)[-2:] == [("start", "a", 0), ("done", "a", 1)]
+    done = state.images["a"].completed
+    assert done is not None and done.reason == "the last build did not finish"
