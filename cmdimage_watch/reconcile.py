@@ -154,8 +154,10 @@ class Reconciler:
             return (sources.change_reason(old, new) if old else "") or "inputs changed"
         old_status = self.state.images.get(image.name)
         published = self.state.image_maps.get(image.publishes)
-        if old_status is None or old_status.building is not None or published is None:
-            return "the last build did not finish"  # a crash left `building`, or no record
+        if old_status is not None and old_status.building is not None:
+            return "the last build did not finish"  # a crash left `building`
+        if old_status is None or published is None:
+            return "no status of the last build"  # its status file was lost or hand-edited
         ref = published.image_from_local
         if image.output_mode != "remote" and not await self.builder.exists(image, cluster, ref):
             return f"{ref} is no longer in the engine"
