@@ -50,11 +50,26 @@ class Model(BaseModel):
     )
 
 
-class ObjectMeta(BaseModel):
-    """Kubernetes ObjectMeta: `name` is ours; the rest is accepted so Tilt exports load."""
+class ObjectMeta(Model):
+    """Kubernetes ObjectMeta: `name` is ours; its other fields are accepted, unread, so
+    `tilt get -o yaml` output loads; a field ObjectMeta lacks (`lables`) is a typo."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(min_length=1)
+    generate_name: Any = None
+    namespace: Any = None
+    self_link: Any = None
+    uid: Any = None
+    resource_version: Any = None
+    generation: Any = None
+    creation_timestamp: Any = None
+    deletion_timestamp: Any = None
+    deletion_grace_period_seconds: Any = None
+    labels: Any = None
+    annotations: Any = None
+    owner_references: Any = None
+    finalizers: Any = None
+    managed_fields: Any = None
+    cluster_name: Any = None  # in exports from Kubernetes before 1.25
 
     @field_validator("name")
     @classmethod

@@ -106,10 +106,16 @@ def test_object_meta_accepts_what_kubernetes_has() -> None:
     meta = models.ObjectMeta.model_validate(
         {"name": "app", "uid": "u-1", "labels": {"a": "b"}, "resourceVersion": "3"}
     )
-    assert meta.name == "app"
-    assert meta.model_extra == {"uid": "u-1", "labels": {"a": "b"}, "resourceVersion": "3"}
+    assert (meta.name, meta.uid, meta.labels, meta.resource_version) == (
+        "app",
+        "u-1",
+        {"a": "b"},
+        "3",
+    )
     with pytest.raises(ValidationError):
         models.ObjectMeta.model_validate({"name": ""})
+    with pytest.raises(ValidationError, match="lables"):
+        models.ObjectMeta.model_validate({"name": "app", "lables": {"a": "b"}})
 
 
 def test_times_are_rfc3339_utc_with_microseconds() -> None:

@@ -270,7 +270,7 @@ def test_a_tilt_export_loads_item_by_item(tmp_path: Path) -> None:
     assert image.spec.image_maps == ["base"]
     assert image.spec.env == ["DOCKER_BUILDKIT=1"]
     assert image.spec.output_mode == "local-docker"
-    assert image.metadata.model_extra == {
+    assert image.metadata.model_dump(by_alias=True, exclude_none=True, exclude={"name"}) == {
         "annotations": {"tilt.dev/resource": "app"},
         "creationTimestamp": "2024-05-02T09:14:07Z",
         "labels": {"tilt.dev/owned-by": "tiltfile"},
@@ -396,7 +396,7 @@ def test_scalars_come_out_as_plain_builtins(tmp_path: Path) -> None:
     obj = only_entry(load_spec_file(write(tmp_path, text))).obj
 
     assert isinstance(obj, models.Cluster)
-    labels = (obj.metadata.model_extra or {})["labels"]
+    labels = obj.metadata.labels
     assert labels == {
         "weight": 1.5,
         "mask": 16,
@@ -410,6 +410,14 @@ def test_scalars_come_out_as_plain_builtins(tmp_path: Path) -> None:
         "connection": {"kubernetes": {"context": "kind-dev", "cert": "aGVsbG8="}, "docker": None},
         "default_registry": None,
     }
+
+
+def test_a_metadata_field_kubernetes_lacks_is_a_typo(tmp_path: Path) -> None:
+    text = HEAD.replace("  name: app\n", "  name: app\n  lables: {a: b}\n") + GOOD_SPEC
+    path = tmp_path / "app.yaml"
+    assert entry_error(tmp_path, text) == (
+        f"invalid spec: {path}:5:3: metadata.lables: unknown field; did you mean labels?"
+    )
 
 
 # --- invalid objects: `invalid spec: <file>:<line>:<col>: <field path>: <message>` ---------
