@@ -97,9 +97,17 @@ class Daemon:
         project.remove_stale(self.index, self.root)
         shown_by_images = project.files_showing(self.index, self.index.images)
         self._mark(set(self.files) - shown_by_images)  # the others: once their images are seen
-        now = self.reconciler.clock()
-        for name in self.index.file_watches:
-            state.file_watches[name] = models.FileWatchStatus(monitor_start_time=now)
+        self._track_file_watches()
+
+    def _track_file_watches(self) -> None:
+        """A FileWatch is monitored from when it is first seen (Tilt's monitorStartTime);
+        one that is gone keeps no status."""
+        watches, now = self.reconciler.state.file_watches, self.reconciler.clock()
+        for name in self.index.file_watches.keys() - watches.keys():
+            watches[name] = models.FileWatchStatus(monitor_start_time=now)
+            self._mark([self.index.file_watch_locs[name].path])
+        for name in watches.keys() - self.index.file_watches.keys():
+            del watches[name]
 
     def _warn_about_contexts(self) -> None:
         """Build logs are written while builds run: a build whose folder holds the state
@@ -382,6 +390,7 @@ class Daemon:
             self.reconciler.forget(name, old.images[name].publishes)
             self._shown.pop(name, None)
         changed = _changed_images(old, self.index)
+        self._track_file_watches()
         self._mark(paths)
         self._write_statuses(sorted(changed))
         return {name: "spec changed" for name in changed}

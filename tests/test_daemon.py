@@ -801,6 +801,8 @@ def test_a_source_save_appears_in_the_file_watch_status(tree: Tree, watchers: Wa
     assert watch["lastEventTime"] == watch["fileEvents"][0]["time"]
     (folder / "src.txt").write_text("not watched")  # outside watchedPaths: not a source
     assert settled(tree) == ["a1", "a2"]
+    later = tree.spec("later.yaml", filewatch("later", watchedPaths=["img/src"]))
+    wait_until(lambda: status_of(later, "FileWatch", "later").get("monitorStartTime"), "a start")
     assert daemon.problems() == []
 
 

@@ -86,3 +86,14 @@ def test_a_hand_written_map_status_resolves_only_without_our_own_build(tmp_path:
     assert status.image_map_status("x", index, state) is None
     state.image_maps["ext"] = status.published("ext:ours", "ext:ours", T0)
     assert status.image_map_status("ext", index, state) == state.image_maps["ext"]
+
+
+def test_a_file_watch_keeps_its_last_twenty_events_as_tilt_does() -> None:
+    t0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    watch = None
+    for second in range(25):
+        watch = status.file_event(watch, t0.replace(second=second), [f"/src/{second}.txt"])
+    assert watch is not None
+    assert watch.monitor_start_time == t0
+    assert [e.seen_files for e in watch.file_events] == [[f"/src/{n}.txt"] for n in range(5, 25)]
+    assert watch.last_event_time == t0.replace(second=24)
