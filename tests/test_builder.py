@@ -396,20 +396,42 @@ def test_images_the_command_or_nobody_pushes_are_not_pushed(
     assert project.uid not in catalog(registry_host)
 
 
-def test_remote_mode_checks_nothing_in_docker(project: Project, registry_host: str) -> None:
+@pytest.mark.parametrize("mode", ["default", "outputTag", "outputsImageRefTo"])
+def test_remote_mode_checks_nothing_in_docker(
+    project: Project, registry_host: str, mode: str
+) -> None:
     # The engine address is a dead socket: any Docker call would fail this build.
+    tag_mode: dict[str, Any] = {
+        "default": {},
+        "outputTag": {"outputTag": "v1"},
+        "outputsImageRefTo": {
+            "outputsImageRefTo": "ref.txt",
+            "args": ["sh", "-c", f"echo {registry_host}/{project.uid}:scripted > ref.txt"],
+        },
+    }[mode]
+    registry = {"host": registry_host, "hostFromContainerRuntime": "in.cluster:5000"}
     index = project.load(
         cluster(
-            defaultRegistry={"host": registry_host},
+            defaultRegistry=registry,
             connection={"docker": {"host": f"unix:///tmp/{project.uid}-no-engine.sock"}},
         ),
-        cmdimage("app", project.uid, outputMode="remote"),
+        cmdimage("app", project.uid, outputMode="remote", **tag_mode),
     )
 
     result = run(project.builder(), request(index, "app"))
 
-    expected = f"{registry_host}/{project.uid}:{BUILD_TAG}"
-    assert (result.local_ref.familiar(), result.cluster_ref.familiar()) == (expected, expected)
+    expected = {  # Tilt: the expected ref, or the ref the script wrote, as they are
+        "default": (
+            f"{registry_host}/{project.uid}:{BUILD_TAG}",
+            f"in.cluster:5000/{project.uid}:{BUILD_TAG}",
+        ),
+        "outputTag": (f"{project.uid}:v1", f"{project.uid}:v1"),
+        "outputsImageRefTo": (
+            f"{registry_host}/{project.uid}:scripted",
+            f"in.cluster:5000/{project.uid}:scripted",
+        ),
+    }[mode]
+    assert (result.local_ref.familiar(), result.cluster_ref.familiar()) == expected
 
 
 # --- the command's environment and arguments ---------------------------------------------

@@ -172,6 +172,25 @@ def test_a_failing_image_exits_1_with_its_error_in_status(
     assert log.read_text() == f"$ {script}\n"
 
 
+def test_a_failure_after_a_success_clears_the_ref_and_keeps_the_published_image(
+    tree: Tree, docker_client: docker.DockerClient
+) -> None:
+    """§3.6: the previous status.ref is cleared; the ImageMap keeps its last good image."""
+    assert tree.cli("base").returncode == 0
+    base_ref = check_built(tree, "base", docker_client, "initial build")
+    (tree.root / "base" / "base.txt").unlink()  # COPY base.txt now fails
+
+    failed = tree.cli("base")
+
+    assert failed.returncode == 1
+    image_doc, map_doc = tree.status("base")
+    assert image_doc["status"]["completed"]["error"].startswith(
+        f"Custom build {json.dumps(BASE_SCRIPT)} failed: exit status 1; see the log "
+    )
+    assert "ref" not in image_doc["status"]
+    assert map_doc["status"]["imageFromLocal"] == base_ref
+
+
 def test_build_named_images_builds_them_and_what_they_need(
     tree: Tree, docker_client: docker.DockerClient
 ) -> None:

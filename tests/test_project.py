@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmdimage_watch.project import spec_files_touched
+import pytest
+
+from cmdimage_watch.project import is_spec_candidate, spec_files_touched
 
 
 def test_a_file_event_under_a_moved_away_folder_touches_the_specs_that_were_in_it(
@@ -44,3 +46,25 @@ def test_a_deleted_source_file_touches_no_spec(tmp_path: Path) -> None:
     known = [root / "app" / "app.yaml"]
     assert spec_files_touched({root / "app" / "gone.txt"}, known, root) == set()
     assert spec_files_touched({root / "app" / "app.yaml"}, known, root) == set(known)
+
+
+@pytest.mark.parametrize(
+    ("name", "candidate"),
+    [
+        ("app.yaml", True),
+        ("app.yml", True),
+        ("app.status.yaml", False),
+        ("app.status.yml", False),
+        ("app.json", False),
+        (".hidden/app.yaml", False),
+        ("sub/.git/app.yaml", False),
+        (".app.yaml", True),  # a hidden *file* is a file like any other
+        (".#app.yaml", False),  # emacs lock
+        ("#app.yaml#", False),  # emacs autosave
+        ("app.yaml~", False),  # vim backup
+        ("app.yaml___jb_tmp___", False),  # JetBrains safe write
+        ("app.yaml___jb_old___", False),
+    ],
+)
+def test_which_files_are_read_as_specs(tmp_path: Path, name: str, candidate: bool) -> None:
+    assert is_spec_candidate(tmp_path / name, tmp_path) is candidate

@@ -255,3 +255,18 @@ async def test_a_build_left_building_by_a_crash_is_built_again_and_says_so(
     assert _since(builder.events, t0)[-2:] == [("start", "a", 0), ("done", "a", 1)]
     done = state.images["a"].completed
     assert done is not None and done.reason == "the last build did not finish"
+
+
+@on_virtual_time
+async def test_an_image_for_a_cluster_nobody_declared_waits_and_says_for_what(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    spec = write(tmp_path / "images.yaml", cmdimage("a", dir="a", cluster="staging"))
+    builder = FakeBuilder({"a": 1})
+    scheduler = _scheduler(tmp_path, builder, spec)
+    assert not await run_once(scheduler, None)
+    assert builder.events == []
+    waiting = scheduler.reconciler.state.images["a"].waiting
+    assert waiting is not None
+    assert waiting.reason == "waiting for cluster staging: no Cluster object has that name"

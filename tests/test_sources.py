@@ -67,6 +67,21 @@ def test_ignored_folders_are_pruned_before_they_are_entered(tmp_path: Path) -> N
     assert walked == [".", "keep"]
 
 
+def test_folders_every_image_ignores_are_not_watched_unless_a_spec_lives_there(
+    tmp_path: Path,
+) -> None:
+    """What the daemon hands the watcher: `node_modules` (ignored by the one image that
+    covers it) and hidden folders are left out; `docs` holds a spec file, so it stays."""
+    _files(tmp_path, "node_modules/dep/x.js", "src/a.go", ".git/HEAD", "docs/notes.md")
+    (tmp_path / ".dockerignore").write_text("node_modules\ndocs\n")
+    spec = write(tmp_path / "app.yaml", cmdimage("app"))
+    doc_spec = write(tmp_path / "docs" / "more.yaml", cmdimage("more", dir="../src"))
+    index = index_of(spec, doc_spec)
+    roots = [r for name in ("app", "more") for r in sources.roots(index.images[name], index)]
+    found = sources.watched_folders(tmp_path, roots, keep={doc_spec.parent})
+    assert sorted(_rel(tmp_path, found)) == [".", "docs", "src"]
+
+
 def test_dockerignore_negation_and_cleaning() -> None:
     assert dockerignore_lines(["", "# c", "./a/../b", "!keep.md", "/x/"]) == [
         "/b",
