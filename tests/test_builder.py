@@ -401,14 +401,15 @@ def test_remote_mode_checks_nothing_in_docker(
     project: Project, registry_host: str, mode: str
 ) -> None:
     # The engine address is a dead socket: any Docker call would fail this build.
-    tag_mode: dict[str, Any] = {
+    modes: dict[str, dict[str, Any]] = {
         "default": {},
         "outputTag": {"outputTag": "v1"},
         "outputsImageRefTo": {
             "outputsImageRefTo": "ref.txt",
             "args": ["sh", "-c", f"echo {registry_host}/{project.uid}:scripted > ref.txt"],
         },
-    }[mode]
+    }
+    tag_mode = modes[mode]
     registry = {"host": registry_host, "hostFromContainerRuntime": "in.cluster:5000"}
     index = project.load(
         cluster(
