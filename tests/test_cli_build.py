@@ -208,7 +208,7 @@ def test_unknown_name_is_bad_usage(tree: Tree) -> None:
     done = tree.cli("app", "nope")
 
     assert done.returncode == 2
-    assert "no CmdImage named nope (known: app, base)" in done.stderr
+    assert done.stderr == f"error: no CmdImage named nope in {tree.root} (known: app, base)\n"
     assert tree.runs() == []
 
 
