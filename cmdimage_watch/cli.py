@@ -302,12 +302,14 @@ def show_status(
     index = project.load(settings.root)
     state, _ = project.read_state(index, settings.state_dir)
     found = views.rows(index, state, settings.root)
+    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
+    found.sort(key=lambda r: r.name)
     now = datetime.now(UTC)
     if as_json:
         typer.echo(json.dumps([r.to_json(now) for r in found], indent=2))
     else:
         _print_table(views.table(found, now))
-    # a file that cannot be parsed has no rows to show its images: say why they are missing
+    # the images of a file that cannot be parsed show their last status: say why it is old
     broken = [f.error for f in index.files.values() if f.error]
     for error in broken:
         typer.echo(error, err=True)

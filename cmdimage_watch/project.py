@@ -7,6 +7,7 @@ the status file of a spec file. `scheduler` and `daemon` call these.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -89,6 +90,23 @@ def read_state(index: Index, state_dir: Path) -> tuple[status.State, dict[str, I
         if found is not None and found.digest() == state.digests[name]:
             inputs[name] = found
     return state, inputs
+
+
+def kept_statuses(index: Index) -> list[tuple[Path, str, models.CmdImageStatus]]:
+    """The CmdImages a spec file that cannot be parsed held when last good, as its status
+    file (written by the daemon, which keeps them in force) shows them: (file, name, status)."""
+    found = []
+    for path, spec_file in index.files.items():
+        if not spec_file.error or spec_file.entries:
+            continue
+        for doc in specfiles.read_status_file(specfiles.status_path(path)):
+            meta, value = doc.get("metadata"), doc.get("status") or {}
+            name = meta.get("name") if isinstance(meta, dict) else None
+            if doc.get("kind") != "CmdImage" or not isinstance(name, str):
+                continue
+            with contextlib.suppress(ValidationError):
+                found.append((path, name, models.CmdImageStatus.model_validate(value)))
+    return found
 
 
 def _take(doc: dict[str, Any], index: Index, state: status.State) -> None:

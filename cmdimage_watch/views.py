@@ -100,6 +100,18 @@ def rows(index: Index, state: status.State, root: Path) -> list[Row]:
     return sorted(found, key=lambda r: r.name)
 
 
+def kept_rows(
+    kept: list[tuple[Path, str, models.CmdImageStatus]], index: Index, root: Path
+) -> list[Row]:
+    """Rows for the images of spec files that cannot be parsed, from their last status,
+    each with its file's error: an image does not vanish from the table over a typo."""
+    found = []
+    for path, name, value in kept:
+        shown = str(path.relative_to(root)) if root in path.parents else str(path)
+        found.append(replace(row(name, value, shown), error=index.files[path].error))
+    return found
+
+
 def row(name: str, value: models.CmdImageStatus | None, file: str) -> Row:
     if value is None:
         return Row(name, "pending", "", "", "", file)

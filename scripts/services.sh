@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Docker engine and a real registry for the tests, all state in one folder.
 #
-#   scripts/services.sh install   Debian packages (docker.io, docker-registry, busybox-static)
+#   scripts/services.sh install   Debian packages (docker.io, docker-registry, busybox-static, tmux, entr)
 #   scripts/services.sh start     engine + registry + busybox base image; idempotent
 #   scripts/services.sh stop      stop both by pid, unmount leftovers; idempotent
 #   scripts/services.sh env       print DOCKER_HOST / CIW_REGISTRY: eval "$(scripts/services.sh env)"
@@ -22,7 +22,7 @@ REGISTRY_LISTEN="127.0.0.1:$REGISTRY_PORT"
 # 127.0.0.0/8, so "localhost:5000" works as well as "127.0.0.1:5000"; it is Tilt's default.
 REGISTRY_HOST="localhost:$REGISTRY_PORT"
 BASE_IMAGE="cmdimage-watch/busybox:latest"
-PACKAGES=(docker.io docker-registry busybox-static)
+PACKAGES=(docker.io docker-registry busybox-static tmux entr)  # tmux: the terminal tests; entr: the bench's peer
 READY_TIMEOUT_S=30
 STOP_TIMEOUT_S=15
 

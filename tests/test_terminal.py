@@ -336,6 +336,14 @@ def test_json_events_and_status_json_follow_their_schemas(
         schema("status").validate(json.loads(broken.stdout))
         [error] = [e["error"] for e in daemon.events() if e["event"] == "spec_error"]
         assert (broken.returncode, broken.stderr) == (1, f"{error}\n")
+        # its image keeps its row: the last status, with the file's error
+        [kept] = json.loads(broken.stdout)
+        assert (kept["name"], kept["state"], kept["ref"], kept["error"]) == (
+            name,
+            "ok",
+            built["ref"],
+            error,
+        )
         spec.write_text(spec_text)
         wait_until(lambda: all(d["kind"] != "SpecFileError" for d in status_docs(spec)), "the fix")
         assert daemon.stop() == 0
