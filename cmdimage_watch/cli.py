@@ -149,7 +149,8 @@ async def _build(
     builder = Builder(
         settings.log_dir, output=output.build_line, build_timeout=settings.build_timeout
     )
-    reconciler = Reconciler(index, builder, settings, state, inputs)
+    hashes = project.read_hashes(settings.state_dir)
+    reconciler = Reconciler(index, builder, settings, state, inputs, cache=hashes)
     writer = StatusWriter(lambda: index, lambda: state)
     reconciler.on_status = writer.write
     try:
@@ -157,6 +158,7 @@ async def _build(
     finally:
         builder.close()
         project.write_all(index, state, settings.root)
+        project.write_hashes(settings.state_dir, hashes)
 
 
 @app.command()

@@ -76,6 +76,7 @@ class Daemon:
                 if cancelled:
                     logger.info("stopped; cancelled {} running build(s)", cancelled)
                 project.write_all(self.index, self.reconciler.state, self.root)
+                project.write_hashes(self.settings.state_dir, self.reconciler.cache)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +85,8 @@ class Daemon:
 
     async def _start(self) -> None:
         cache = SpecCache(self.settings.state_dir / "specs.json")
-        for path in project.scan(self.root):
+        specs, statuses = project.walk(self.root)
+        for path in specs:
             self._loaded[path] = _stat(path)
             loaded = specfiles.load_spec_file(path, cache)
             if loaded.is_spec:
@@ -93,8 +95,9 @@ class Daemon:
         self._set_index(build_index(self.files.values()))
         state, inputs = project.read_state(self.index, self.settings.state_dir)
         self.reconciler.state, self.reconciler.inputs = state, inputs
+        self.reconciler.cache = project.read_hashes(self.settings.state_dir)
         self._warn_about_contexts()
-        project.remove_stale(self.index, self.root)
+        project.remove_stale(self.index, self.root, statuses)
         shown_by_images = project.files_showing(self.index, self.index.images)
         self._mark(set(self.files) - shown_by_images)  # the others: once their images are seen
         self._track_file_watches()
@@ -273,6 +276,9 @@ class Daemon:
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no images"
         took = time.monotonic() - self.started
         logger.info("start-up done in {:.2f} s: {}", took, summary)
+        await asyncio.to_thread(
+            project.write_hashes, self.settings.state_dir, self.reconciler.cache
+        )
 
     @property
     def trigger_dir(self) -> Path:
@@ -354,6 +360,7 @@ class Daemon:
         """Force these builds. Their trigger files go only once the builds are done, as
         `wait` takes a trigger file that is still there for a build still to come."""
         self._triggered.update(triggers)
+        self.reconciler.drop_prewarmed(triggers)
         self.scheduler.request(sorted(triggers), force=True)
         self._spawn(self._clear_triggers(triggers))
 
@@ -430,6 +437,8 @@ class Daemon:
         self.writer.flush()  # what waits for a build is flushed when that build's status changes
 
     def _request(self, names: set[str], cause: str) -> None:
+        if cause != "start-up":
+            self.reconciler.drop_prewarmed(names)  # a change: hash them afresh
         if len(names) > self.settings.storm_threshold and cause != "start-up":
             logger.warning(
                 "{} images to re-evaluate at once ({}); building in dependency order, {} at a time",

@@ -20,6 +20,8 @@ from cmdimage_watch import models, sources, specfiles, status
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.sources import Inputs
 
+YAML_SUFFIXES = tuple(specfiles.STATUS_SUFFIXES)
+
 
 def is_spec_candidate(path: Path, root: Path) -> bool:
     """A YAML file that is not a status file, not hidden, not an editor temporary."""
@@ -34,14 +36,24 @@ def is_spec_candidate(path: Path, root: Path) -> bool:
 
 
 def scan(root: Path) -> list[Path]:
-    found = []
+    return walk(root)[0]
+
+
+def walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """One walk of the tree: its spec files (candidates) and its status files. Names are
+    looked at before paths are made: most files of a tree are neither."""
+    specs, statuses = [], []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not sources.is_hidden_folder(d))
+        base = Path(folder)
         for name in sorted(files):
-            path = Path(folder) / name
-            if is_spec_candidate(path, root):
-                found.append(path)
-    return found
+            if not name.endswith(YAML_SUFFIXES):
+                continue
+            if specfiles.is_status_file(base / name):
+                statuses.append(base / name)
+            elif not sources.is_never_source(name):
+                specs.append(base / name)
+    return specs, statuses
 
 
 def spec_files_touched(paths: set[Path], known: Collection[Path], root: Path) -> set[Path]:
@@ -152,17 +164,44 @@ def write_inputs(state_dir: Path, name: str, inputs: Inputs) -> None:
     specfiles.write_if_changed(path, inputs.to_json())
 
 
-def write_status(index: Index, state: status.State, path: Path) -> bool:
-    """Write (or remove) the status file of one spec file; False when that failed (logged,
-    not raised: a full disk must not stop the daemon)."""
-    target = specfiles.status_path(path)
-    spec_file = index.files.get(path)
+def read_hashes(state_dir: Path) -> sources.HashCache:
     try:
-        if spec_file is None or not spec_file.is_spec:
+        return sources.HashCache.from_json((state_dir / "hashes.json").read_text("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return sources.HashCache()
+
+
+def write_hashes(state_dir: Path, cache: sources.HashCache) -> None:
+    """Keep the content hashes for the next start; a failure only costs that start time."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        specfiles.write_if_changed(state_dir / "hashes.json", cache.to_json())
+    except OSError as exc:
+        logger.warning("could not keep the content hashes in {}: {}", state_dir, exc)
+
+
+def write_status(index: Index, state: status.State, path: Path) -> bool:
+    """Write (or remove) the status file of one spec file; False when that failed."""
+    return write_status_text(path, status_text(index, state, path))
+
+
+def status_text(index: Index, state: status.State, path: Path) -> str | None:
+    """What the status file of spec file `path` holds now; None when it should not exist."""
+    spec_file = index.files.get(path)
+    if spec_file is None or not spec_file.is_spec:
+        return None
+    return specfiles.render_status(path, status.documents(spec_file, index, state))
+
+
+def write_status_text(path: Path, text: str | None) -> bool:
+    """Put `text` in the status file of `path` (None removes it); False when that failed
+    (logged, not raised: a full disk must not stop the daemon). Safe in any thread."""
+    target = specfiles.status_path(path)
+    try:
+        if text is None:
             target.unlink(missing_ok=True)
-            return True
-        docs = status.documents(spec_file, index, state)
-        specfiles.write_if_changed(target, specfiles.render_status(path, docs))
+        else:
+            specfiles.write_if_changed(target, text)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not path.exists():
             # its folder was moved or removed: the change that says so drops it
@@ -193,14 +232,12 @@ def write_all(index: Index, state: status.State, root: Path) -> None:
     remove_stale(index, root)
 
 
-def remove_stale(index: Index, root: Path) -> None:
-    """Remove the status files whose spec file is gone or holds none of our objects."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = Path(folder) / name
-            if specfiles.is_status_file(path) and _spec_of(path) not in index.files:
-                _remove(path)
+def remove_stale(index: Index, root: Path, found: list[Path] | None = None) -> None:
+    """Remove the status files (those `found` by a walk just made, else all under `root`)
+    whose spec file is gone or holds none of our objects."""
+    for path in walk(root)[1] if found is None else found:
+        if _spec_of(path) not in index.files:
+            _remove(path)
 
 
 def _spec_of(status_path: Path) -> Path:

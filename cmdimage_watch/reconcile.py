@@ -58,6 +58,7 @@ class Reconciler:
     cancel_reason: str = "build cancelled: its inputs changed while it ran"
     current: set[str] = field(default_factory=set)  # built or confirmed by this process
     file_counts: dict[str, int] = field(default_factory=dict)  # sources seen, by image
+    prewarmed: dict[str, dict[str, str]] = field(default_factory=dict)  # hashes, used once
 
     async def plan(self, name: str, force: bool = False) -> Plan | None:
         """The build `name` needs now, or None (up to date, waiting, or failed as is)."""
@@ -100,6 +101,9 @@ class Reconciler:
     async def _hash(self, image: Image) -> dict[str, str]:
         """Source hashes: in a thread for a big or unknown source tree, else right here, as
         a thread hop costs more than stat-ing a few files whose hashes are cached."""
+        found = self.prewarmed.pop(image.name, None)
+        if found is not None:
+            return found
         count, reads = self.file_counts.get(image.name), self.cache.reads
         if count is None or count > INLINE_MAX_FILES:
             found = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
@@ -110,15 +114,29 @@ class Reconciler:
         return found
 
     async def prewarm(self, names: Iterable[str]) -> None:
-        """Hash the sources of many images in one trip to a thread (a start-up's work)."""
+        """Hash the sources of many images in one trip to a thread (a start-up's work); the
+        next plan of each uses these hashes unless `drop_prewarmed` says a change came."""
         images = [self.index.images[n] for n in names if n in self.index.images]
 
         def hash_all() -> None:
             for image in images:
                 found = sources.hash_sources(image, self.index, self.cache)
                 self.file_counts[image.name] = len(found)
+                self.prewarmed[image.name] = found
 
+        reads = self.cache.reads
         await asyncio.to_thread(hash_all)
+        files = sum(self.file_counts.get(i.name, 0) for i in images)
+        logger.debug(
+            "hashed {} source file(s) of {} image(s): {} read",
+            files,
+            len(images),
+            self.cache.reads - reads,
+        )
+
+    def drop_prewarmed(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.prewarmed.pop(name, None)
 
     def _cluster(self, image: Image) -> models.Cluster | None:
         blocked = self.index.blocked(image.name)

@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,10 +30,17 @@ EDITOR_TEMPORARIES = ("*.sw?", "*~", "4913", ".#*", "#*#", "*___jb_tmp___", "*__
 STATUS_FILES = ("*.status.yaml", "*.status.yml", ".*.status.y*ml.*.tmp")  # ours, and in flight
 
 
+# one regex for all the patterns: asked of every file of every walk
+_NEVER_SOURCE = re.compile("|".join(map(fnmatch.translate, (*STATUS_FILES, *EDITOR_TEMPORARIES))))
+
+
+HASHES_VERSION = 1  # of HashCache.to_json; a new layout never trusts an old one
+
+
 def is_never_source(name: str) -> bool:
     """Status files (ours, also while being written) and editor temporaries are nobody's
     source. Hidden *files* are (`.env`, `.babelrc` go into a build's context)."""
-    return any(fnmatch.fnmatchcase(name, p) for p in (*STATUS_FILES, *EDITOR_TEMPORARIES))
+    return _NEVER_SOURCE.match(name) is not None
 
 
 def is_hidden_folder(name: str) -> bool:
@@ -154,24 +162,46 @@ def source_files(image: Image, index: Index) -> list[Path]:
 
 @dataclass
 class HashCache:
-    """Content hashes keyed by path, reused while size and mtime stay the same."""
+    """Content hashes keyed by path, reused while size and mtime stay the same. Kept in the
+    state folder between runs (`to_json`), so a start reads only the files that changed
+    while nothing watched them."""
 
-    entries: dict[Path, tuple[int, int, str]] = field(default_factory=dict)
+    entries: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     reads: int = 0
+    seen: set[str] = field(default_factory=set)  # asked for in this run: all that is kept
 
     def hash(self, path: Path) -> str | None:
+        key = str(path)
         try:
             st = path.stat()
         except OSError:
-            self.entries.pop(path, None)  # gone: the cache holds only files that exist
+            self.entries.pop(key, None)  # gone: the cache holds only files that exist
             return None
-        cached = self.entries.get(path)
+        self.seen.add(key)
+        cached = self.entries.get(key)
         if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
             return cached[2]
         digest = self._read(path)
         if digest is not None:
-            self.entries[path] = (st.st_size, st.st_mtime_ns, digest)
+            self.entries[key] = (st.st_size, st.st_mtime_ns, digest)
         return digest
+
+    def to_json(self) -> str:
+        entries = dict(self.entries)  # one C-level copy: hashing threads may add meanwhile
+        kept = {k: v for k in list(self.seen) if (v := entries.get(k)) is not None}
+        return json.dumps({"version": HASHES_VERSION, "entries": kept}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> HashCache:
+        """The cache `to_json` wrote; empty when the text is not that (a crash, an edit)."""
+        try:
+            data = json.loads(text)
+            if data["version"] != HASHES_VERSION:
+                return cls()
+            entries = data["entries"]
+            return cls({k: (int(v[0]), int(v[1]), str(v[2])) for k, v in entries.items()})
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return cls()
 
     def _read(self, path: Path) -> str | None:
         self.reads += 1

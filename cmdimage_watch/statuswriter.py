@@ -10,10 +10,14 @@ before its command starts. `reconcile` reports changes; `daemon` and `cli` flush
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cmdimage_watch import project, status
 from cmdimage_watch.graph import Index
+
+PARALLEL_FROM = 32  # files in one flush from which writing them takes several threads
+WRITERS = 8
 
 
 class StatusWriter:
@@ -43,7 +47,7 @@ class StatusWriter:
         for path in sorted(project.files_showing(index, starting)):
             if not _under(path, busy):
                 self._dirty.pop(path, None)
-                self._write(index, state, path)
+                self._write(index, state, [path])
                 written.add(path)
         self._building.update((name, index.images[name].dir) for name in starting)
         self.mark(project.files_showing(index, names) - written)
@@ -65,15 +69,24 @@ class StatusWriter:
         }
         busy = list(self._building.values())
         dirty, self._dirty = self._dirty, {}
+        todo = []
         for path in dirty:
             if _under(path, busy):
                 self._dirty[path] = None  # after that build
             else:
-                self._write(index, state, path)
+                todo.append(path)
+        self._write(index, state, todo)
 
-    def _write(self, index: Index, state: status.State, path: Path) -> None:
-        if not project.write_status(index, state, path):
-            self._failed.add(path)
+    def _write(self, index: Index, state: status.State, paths: list[Path]) -> None:
+        """Render here and write in order; but many files at once (a start-up's "up to
+        date"s) are written on several threads, in no set order, as each waits for its fsync."""
+        texts = [(path, project.status_text(index, state, path)) for path in paths]
+        if len(texts) < PARALLEL_FROM:
+            done = [project.write_status_text(path, text) for path, text in texts]
+        else:
+            with ThreadPoolExecutor(WRITERS, thread_name_prefix="status") as pool:
+                done = list(pool.map(project.write_status_text, *zip(*texts, strict=True)))
+        self._failed.update(path for (path, _), ok in zip(texts, done, strict=True) if not ok)
 
 
 def _under(path: Path, folders: list[Path]) -> bool:

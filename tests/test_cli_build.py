@@ -109,19 +109,22 @@ def digest_of(tree: Tree, name: str) -> str:
 def test_build_then_nothing_to_do_then_force(
     tree: Tree, docker_client: docker.DockerClient
 ) -> None:
-    first = tree.cli()
+    first = tree.cli("-v")
 
     assert first.returncode == 0, first.stderr
+    assert "hashed 4 source file(s) of 2 image(s): 4 read" in first.stderr
     assert tree.runs() == ["base", "app"]
     base_ref = check_built(tree, "base", docker_client, "initial build")
     app_ref = check_built(tree, "app", docker_client, "initial build")
     assert tree.seen.read_text() == base_ref
     digests = (digest_of(tree, "base"), digest_of(tree, "app"))
 
-    second = tree.cli()
+    second = tree.cli("-v")
 
     assert second.returncode == 0, second.stderr
     assert tree.runs() == ["base", "app"]  # no command ran
+    # the content hashes of the first run were kept: no source is read again
+    assert "hashed 4 source file(s) of 2 image(s): 0 read" in second.stderr
     assert check_built(tree, "base", docker_client, "up to date") == base_ref
     assert check_built(tree, "app", docker_client, "up to date") == app_ref
     assert (digest_of(tree, "base"), digest_of(tree, "app")) == digests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -128,6 +129,21 @@ def test_hashes_are_by_content_and_read_again_only_on_size_or_mtime_change(
     path.write_text("two")
     assert cache.hash(path) != first
     assert cache.hash(tmp_path / "missing") is None
+
+
+def test_hashes_are_kept_between_runs_for_the_files_this_run_saw(tmp_path: Path) -> None:
+    kept, unseen = tmp_path / "kept", tmp_path / "unseen"
+    kept.write_text("one")
+    unseen.write_text("two")
+    earlier = {"version": 1, "entries": {str(unseen): [3, 1, "stale"]}}  # of an earlier run
+    cache = HashCache.from_json(json.dumps(earlier))
+    first = cache.hash(kept)
+    again = HashCache.from_json(cache.to_json())
+    assert again.entries == {str(kept): cache.entries[str(kept)]}  # `unseen` was not asked for
+    assert again.hash(kept) == first
+    assert again.reads == 0  # same size and mtime: not read
+    assert HashCache.from_json("{not json").entries == {}
+    assert HashCache.from_json('{"version": 0, "entries": {}}').entries == {}
 
 
 def _inputs(**changes: object) -> Inputs:

@@ -76,3 +76,23 @@ def test_a_status_file_that_could_not_be_written_is_tried_again_at_the_next_chan
     writer.write(["outer"])  # a change elsewhere
     assert "inner:tilt-1" in status_path(inner).read_text()
     assert not writer.pending
+
+
+def test_many_files_at_once_are_all_written_and_a_failure_among_them_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A start-up confirms a thousand images at once: past PARALLEL_FROM files, writes run
+    on several threads, and what failed there is tried again like any failure."""
+    specs = [write(tmp_path / f"i{n}" / "s.yaml", cmdimage(f"i{n}")) for n in range(40)]
+    index, state = index_of(*specs), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    status_path(specs[7]).mkdir()  # this one cannot be written
+    for n in range(40):
+        state.images[f"i{n}"] = status.succeeded(f"i{n}:tilt-1", "up to date", T0, T0)
+    writer.write([f"i{n}" for n in range(40)])
+    for n, spec in enumerate(specs):
+        if n != 7:
+            assert f"i{n}:tilt-1" in status_path(spec).read_text()
+    status_path(specs[7]).rmdir()
+    writer.write([])  # the next change, of nothing of its own
+    assert "i7:tilt-1" in status_path(specs[7]).read_text()
