@@ -439,14 +439,23 @@ class Daemon:
     def _request(self, names: set[str], cause: str) -> None:
         if cause != "start-up":
             self.reconciler.drop_prewarmed(names)  # a change: hash them afresh
-        if len(names) > self.settings.storm_threshold and cause != "start-up":
-            logger.warning(
-                "{} images to re-evaluate at once ({}); building in dependency order, {} at a time",
-                len(names),
-                cause,
-                self.settings.max_parallel,
-            )
+            self._warn_of_storm(names, cause)
         self.scheduler.request(sorted(names))
+
+    def _warn_of_storm(self, names: set[str], cause: str) -> None:
+        """Count what the batch may rebuild: the images it touches and, as a new image of
+        theirs changes what needs them, all that depend on them."""
+        affected = self.index.downstream(names)
+        if len(affected) <= self.settings.storm_threshold:
+            return
+        through = len(affected) - len(names & affected)
+        logger.warning(
+            "{} images to re-evaluate at once ({}{}); building in dependency order, {} at a time",
+            len(affected),
+            cause,
+            f"; {through} of them through the images they need" if through else "",
+            self.settings.max_parallel,
+        )
 
     def _write_statuses(self, names: list[str]) -> None:
         self.writer.changed(names)

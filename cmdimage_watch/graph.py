@@ -11,6 +11,7 @@ import difflib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cmdimage_watch import models, refs
@@ -71,7 +72,27 @@ class Index:
         return [self.publishers[m] for m in maps if m in self.publishers]
 
     def dependents(self, name: str) -> list[str]:
-        return sorted(n for n in self.images if name in self.deps(n))
+        """The CmdImages that need `name`'s build, by name."""
+        return list(self._dependents.get(name, ()))
+
+    def downstream(self, names: Iterable[str]) -> set[str]:
+        """`names` and every CmdImage that needs one of them, transitively."""
+        found, todo = set[str](), [n for n in names if n in self.images]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo.extend(self._dependents.get(name, ()))
+        return found
+
+    @cached_property
+    def _dependents(self) -> dict[str, list[str]]:
+        """Asked of a finished index only: build_index makes a new one for each change."""
+        found: dict[str, list[str]] = {}
+        for name in sorted(self.images):
+            for dep in self.deps(name):
+                found.setdefault(dep, []).append(name)
+        return found
 
     def cluster(self, image: Image) -> models.Cluster | None:
         return self.clusters.get(image.cluster)

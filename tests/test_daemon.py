@@ -349,6 +349,24 @@ def test_a_storm_is_logged_with_its_size_and_cause_then_built(
     assert [p for p in daemon.problems() if "re-evaluate" not in p] == []
 
 
+def test_a_storm_counts_the_images_that_need_a_changed_one(tree: Tree, watchers: Watchers) -> None:
+    """One save in a base that four images need is a storm of five (a threshold of 3)."""
+    image_dir(tree, "base", "v1")
+    specs = {"base": tree.spec("base/base.yaml", cheap(tree, "base", tree.record()))}
+    for name in ("a", "b", "c", "d"):
+        image_dir(tree, name, name)
+        doc = cheap(tree, name, tree.record(), imageMaps=[f"{tree.uid}-base"])
+        specs[name] = tree.spec(f"{name}/{name}.yaml", doc)
+    daemon = watchers.start(tree.root, "--storm-threshold", "3")
+    for name, spec in specs.items():
+        wait_done(spec, name)
+    (tree.root / "base" / "src.txt").write_text("v2")
+    daemon.wait_log(
+        "5 images to re-evaluate at once (changed files: base/src.txt; 4 of them through "
+        "the images they need); building in dependency order, 3 at a time"
+    )
+
+
 def test_a_build_of_the_whole_tree_is_told_to_leave_the_state_folder_out(
     tree: Tree, watchers: Watchers
 ) -> None:
