@@ -67,10 +67,11 @@ STATE_FOLDER = ".cmdimage-watch"
 
 def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list[str]]:
     """`[DIR] NAME...`: the first argument is the tree when it looks like a path (`app/`,
-    `.`, `../x`), or when it is a folder, a name follows if one must, and the current folder
-    is not itself a tree of ours; otherwise every argument is an image name in `.`."""
+    `.`, `../x`), or when it is a folder, a name follows it, and the current folder is not
+    itself a tree of ours; otherwise every argument is an image name in `.`. A lone word
+    is a name: `build web` must not build the folder web/ as a tree of its own."""
     args = list(args or ())
-    if args and (_looks_like_path(args[0]) or _is_tree_arg(args, need_names)):
+    if args and (_looks_like_path(args[0]) or _is_tree_arg(args)):
         return Path(args[0]).expanduser(), args[1:]
     if need_names and not args:
         typer.echo("error: name at least one image", err=True)
@@ -82,9 +83,8 @@ def _looks_like_path(arg: str) -> bool:
     return "/" in arg or arg in (".", "..") or arg.startswith("~")  # names hold no "/"
 
 
-def _is_tree_arg(args: list[str], need_names: bool) -> bool:
-    here_is_a_tree = Path(STATE_FOLDER).is_dir()
-    return Path(args[0]).is_dir() and not here_is_a_tree and (len(args) > 1 or not need_names)
+def _is_tree_arg(args: list[str]) -> bool:
+    return len(args) > 1 and Path(args[0]).is_dir() and not Path(STATE_FOLDER).is_dir()
 
 
 def _root(path: Path) -> Path:

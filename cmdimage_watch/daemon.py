@@ -100,15 +100,16 @@ class Daemon:
         project.remove_stale(self.index, self.root, statuses)
         shown_by_images = project.files_showing(self.index, self.index.images)
         self._mark(set(self.files) - shown_by_images)  # the others: once their images are seen
-        self._track_file_watches()
+        self._track_file_watches(mark=False)  # their files are written with the rest
 
-    def _track_file_watches(self) -> None:
+    def _track_file_watches(self, mark: bool = True) -> None:
         """A FileWatch is monitored from when it is first seen (Tilt's monitorStartTime);
         one that is gone keeps no status."""
         watches, now = self.reconciler.state.file_watches, self.reconciler.clock()
         for name in self.index.file_watches.keys() - watches.keys():
             watches[name] = models.FileWatchStatus(monitor_start_time=now)
-            self._mark([self.index.file_watch_locs[name].path])
+            if mark:
+                self._mark([self.index.file_watch_locs[name].path])
         for name in watches.keys() - self.index.file_watches.keys():
             del watches[name]
 
@@ -400,7 +401,20 @@ class Daemon:
         self._track_file_watches()
         self._mark(paths)
         self._write_statuses(sorted(changed))
-        return {name: "spec changed" for name in changed}
+        return {name: "spec changed" for name in changed} | self._undefer(paths)
+
+    def _undefer(self, paths: set[Path]) -> dict[str, str]:
+        """Images whose plan was put off while their spec file was missing (a delete and
+        recreate, an editor's rename-then-write save): it is back, so plan them now."""
+        back = {
+            name: force
+            for name, force in self.reconciler.deferred.items()
+            if name in self.index.images and self.index.images[name].loc.path in paths
+        }
+        for name in back:
+            del self.reconciler.deferred[name]
+        self.scheduler.request(sorted(n for n, force in back.items() if force), force=True)
+        return {name: "its spec file is back" for name, force in back.items() if not force}
 
     def _report(self, loaded: SpecFile) -> None:
         errors = [loaded.error] if loaded.error else [e.error for e in loaded.entries if e.error]

@@ -47,8 +47,8 @@ def walk(root: Path) -> tuple[list[Path], list[Path]]:
         dirs[:] = sorted(d for d in dirs if not sources.is_hidden_folder(d))
         base = Path(folder)
         for name in sorted(files):
-            if not name.endswith(YAML_SUFFIXES):
-                continue
+            if not name.endswith(YAML_SUFFIXES) or name in YAML_SUFFIXES:
+                continue  # `.yaml` alone has no suffix, as is_spec_candidate sees it
             if specfiles.is_status_file(base / name):
                 statuses.append(base / name)
             elif not sources.is_never_source(name):

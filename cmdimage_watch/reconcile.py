@@ -59,6 +59,7 @@ class Reconciler:
     current: set[str] = field(default_factory=set)  # built or confirmed by this process
     file_counts: dict[str, int] = field(default_factory=dict)  # sources seen, by image
     prewarmed: dict[str, dict[str, str]] = field(default_factory=dict)  # hashes, used once
+    deferred: dict[str, bool] = field(default_factory=dict)  # spec file was gone: name -> force
 
     async def plan(self, name: str, force: bool = False) -> Plan | None:
         """The build `name` needs now, or None (up to date, waiting, or failed as is)."""
@@ -68,9 +69,11 @@ class Reconciler:
         except Wait as wait:
             self._set(name, status.waiting(str(wait)))
             return None
-        if not image.loc.path.exists():  # moved or deleted: the watcher's next batch says which
+        if not image.loc.path.exists():  # moved, deleted or being saved: the next batch says
             logger.debug("{}: its spec file {} is gone; not building", name, image.loc.path)
+            self.deferred[name] = force or self.deferred.get(name, False)
             return None
+        self.deferred.pop(name, None)
         digest = inputs.digest()
         if not force and self.failed.get(name) == digest:
             return None  # failed with these very inputs: wait for a change or a trigger
@@ -194,6 +197,7 @@ class Reconciler:
     async def build(self, plan: Plan) -> bool:
         """Run the planned build; True when it succeeded. Cancellation is left to the caller."""
         image, started = plan.image, self.clock()
+        self.prewarmed.clear()  # a build may write others' sources: from now on, hash afresh
         self._set(image.name, status.building(plan.reason, started))
         logger.info("building {}: {}", image.name, plan.reason)
         request = BuildRequest(image, plan.cluster, plan.maps, started)
@@ -238,7 +242,7 @@ class Reconciler:
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         tables = (self.state.images, self.state.digests, self.state.failed, self.inputs)
-        for table in (*tables, self.failed, self.file_counts):
+        for table in (*tables, self.failed, self.file_counts, self.prewarmed, self.deferred):
             table.pop(name, None)
         self.current.discard(name)
         self.state.image_maps.pop(publishes, None)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,6 +36,7 @@ _NEVER_SOURCE = re.compile("|".join(map(fnmatch.translate, (*STATUS_FILES, *EDIT
 
 
 HASHES_VERSION = 1  # of HashCache.to_json; a new layout never trusts an old one
+RACY_NS = 2_000_000_000  # an mtime this close to its hashing may hide a later save
 
 
 def is_never_source(name: str) -> bool:
@@ -164,7 +166,11 @@ def source_files(image: Image, index: Index) -> list[Path]:
 class HashCache:
     """Content hashes keyed by path, reused while size and mtime stay the same. Kept in the
     state folder between runs (`to_json`), so a start reads only the files that changed
-    while nothing watched them."""
+    while nothing watched them.
+
+    A file whose mtime was within RACY_NS of when it was hashed may be saved again in the
+    same tick of its clock with the same size (git's "racily clean"): its hash is not
+    trusted, but read again each time, until its mtime is old enough."""
 
     entries: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     reads: int = 0
@@ -182,8 +188,10 @@ class HashCache:
         if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
             return cached[2]
         digest = self._read(path)
-        if digest is not None:
+        if digest is not None and st.st_mtime_ns < time.time_ns() - RACY_NS:
             self.entries[key] = (st.st_size, st.st_mtime_ns, digest)
+        else:
+            self.entries.pop(key, None)
         return digest
 
     def to_json(self) -> str:

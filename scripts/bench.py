@@ -73,6 +73,9 @@ def make_tree(root: Path, images: int, files: int, starts: Path) -> list[Path]:
         }
         (folder / "image.yaml").write_text(json.dumps(spec))
         folders.append(folder)
+    hour_ago = time.time() - 3600
+    for path in root.rglob("*"):  # a tree at rest, as a checkout is: mtimes not "racy"
+        os.utime(path, (hour_ago, hour_ago))
     return folders
 
 

@@ -29,7 +29,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["./app"], False, ("app", [])),  # looks like a path: always the tree
         (["app/", "x"], True, ("app", ["x"])),
         ([".", "app"], True, (".", ["app"])),  # `.` forces the current folder
-        (["app"], False, ("app", [])),  # `build app` in a tree never used: the folder
+        (["app"], False, (".", ["app"])),  # `build app`: a lone word is a name, always
         (["web", "app"], True, (".", ["web", "app"])),  # not a folder: names
         ([], False, (".", [])),
     ],

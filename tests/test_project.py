@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cmdimage_watch.project import is_spec_candidate, spec_files_touched
+from cmdimage_watch.project import is_spec_candidate, spec_files_touched, walk
 
 
 def test_a_file_event_under_a_moved_away_folder_touches_the_specs_that_were_in_it(
@@ -59,6 +59,7 @@ def test_a_deleted_source_file_touches_no_spec(tmp_path: Path) -> None:
         (".hidden/app.yaml", False),
         ("sub/.git/app.yaml", False),
         (".app.yaml", True),  # a hidden *file* is a file like any other
+        (".yaml", False),  # no name, no suffix: pathlib's view, and ours
         (".#app.yaml", False),  # emacs lock
         ("#app.yaml#", False),  # emacs autosave
         ("app.yaml~", False),  # vim backup
@@ -68,3 +69,17 @@ def test_a_deleted_source_file_touches_no_spec(tmp_path: Path) -> None:
 )
 def test_which_files_are_read_as_specs(tmp_path: Path, name: str, candidate: bool) -> None:
     assert is_spec_candidate(tmp_path / name, tmp_path) is candidate
+
+
+def test_one_walk_finds_the_spec_and_status_files_as_is_spec_candidate_says(
+    tmp_path: Path,
+) -> None:
+    names = ["a.yaml", "b.yml", ".yaml", "c.status.yaml", "d.yaml~", ".#e.yaml", "f.txt"]
+    for name in [*names, ".git/g.yaml", "sub/h.yaml"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    specs, statuses = walk(tmp_path)
+    expected = sorted(p for p in tmp_path.rglob("*") if is_spec_candidate(p, tmp_path))
+    assert sorted(specs) == expected
+    assert [p.relative_to(tmp_path).as_posix() for p in specs] == ["a.yaml", "b.yml", "sub/h.yaml"]
+    assert statuses == [tmp_path / "c.status.yaml"]

@@ -232,10 +232,15 @@ async def test_an_image_whose_spec_file_went_is_not_built(tmp_path: Path) -> Non
     await scheduler.wait_idle()
     assert builder.events == []
     assert "a" not in scheduler.reconciler.state.images  # no failure, no "building" left
+    assert scheduler.reconciler.deferred == {"a": False}  # the daemon asks again if it is back
+    scheduler.request(["a"], force=True)  # a trigger meanwhile: kept as one
+    await scheduler.wait_idle()
+    assert scheduler.reconciler.deferred == {"a": True}
     (tmp_path / "moved.yaml").rename(spec)
     scheduler.request(["a"])
     await scheduler.wait_idle()
     assert [kind for kind, _, _ in builder.events] == ["start", "done"]
+    assert scheduler.reconciler.deferred == {}
 
 
 @on_virtual_time

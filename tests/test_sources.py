@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -114,11 +115,15 @@ def test_filewatch_with_no_paths_turns_source_watching_off(tmp_path: Path) -> No
     assert sources.source_files(index.images["app"], index) == []
 
 
+HOUR_AGO = time.time_ns() - 3600 * 10**9
+
+
 def test_hashes_are_by_content_and_read_again_only_on_size_or_mtime_change(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "f"
     path.write_text("one")
+    os.utime(path, ns=(HOUR_AGO, HOUR_AGO))  # a file at rest
     cache = HashCache()
     first = cache.hash(path)
     assert cache.hash(path) == first
@@ -131,10 +136,28 @@ def test_hashes_are_by_content_and_read_again_only_on_size_or_mtime_change(
     assert cache.hash(tmp_path / "missing") is None
 
 
+def test_a_file_saved_just_now_is_read_each_time_as_its_clock_may_hide_a_save(
+    tmp_path: Path,
+) -> None:
+    """Two saves of the same size in one tick of the file's clock (a second, polling over
+    NFS) leave size and mtime as they were: until its mtime is RACY_NS old, read it."""
+    path = tmp_path / "f"
+    path.write_text("one")
+    cache = HashCache()
+    first = cache.hash(path)
+    stat = path.stat()
+    path.write_text("two")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same tick
+    assert cache.hash(path) != first
+    assert cache.reads == 2
+    assert str(path) not in HashCache.from_json(cache.to_json()).entries
+
+
 def test_hashes_are_kept_between_runs_for_the_files_this_run_saw(tmp_path: Path) -> None:
     kept, unseen = tmp_path / "kept", tmp_path / "unseen"
     kept.write_text("one")
     unseen.write_text("two")
+    os.utime(kept, ns=(HOUR_AGO, HOUR_AGO))
     earlier = {"version": 1, "entries": {str(unseen): [3, 1, "stale"]}}  # of an earlier run
     cache = HashCache.from_json(json.dumps(earlier))
     first = cache.hash(kept)
