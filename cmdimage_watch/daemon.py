@@ -21,7 +21,7 @@ from loguru import logger
 from cmdimage_watch import models, project, sources, specfiles, status, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.graph import Index, build_index
-from cmdimage_watch.lifecycle import BuildRecords, StateLock
+from cmdimage_watch.lifecycle import BuildRecords, LockedError, StateLock
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import Settings
@@ -65,7 +65,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        with StateLock(self.settings.state_dir, self.root):
+        with StateLock(self.settings.state_dir, self.root) as self._lock:
             self.records.end_orphans(self.settings.stop_timeout)
             self._install_signal_handlers()
             await self._start()
@@ -303,6 +303,7 @@ class Daemon:
 
     def _handle(self, paths: set[Path]) -> bool:
         """Turn one batch of changed paths into work; True when the watched folders change."""
+        state_gone = self._state_folder_gone(paths)
         triggered = self._triggers(paths)
         spec_paths = self._spec_paths(paths)
         self._work_for(paths, spec_paths)
@@ -311,7 +312,24 @@ class Daemon:
             self._run_triggers(triggered)
         moved = any(p.is_dir() or p in self.watched for p in paths) or self._outside_came()
         rewalk, self._roots_moved = moved or self._roots_moved, False
+        if state_gone:  # the trigger folder is made anew: its watch must be too
+            self._watch_dirs()
+            return True
         return rewalk and self._watch_dirs() != self.watched  # else no walk: a save costs little
+
+    def _state_folder_gone(self, paths: set[Path]) -> bool:
+        """`git clean -fdx` took the state folder: take the lock again (or stop, if another
+        daemon took the tree meanwhile), and say so, so the trigger folder is watched anew."""
+        state = self.settings.state_dir
+        if not any(p == state or state in p.parents for p in paths) or self._lock.held():
+            return False
+        logger.warning("{} was removed; making it again", state)
+        try:
+            self._lock.take_again()
+        except LockedError as exc:
+            logger.error("{}; stopping", exc)
+            self.stop.set()
+        return True
 
     def _spec_paths(self, paths: set[Path]) -> set[Path]:
         return project.spec_files_touched(paths, self.files.keys(), self.root)

@@ -49,6 +49,24 @@ class StateLock:
         self._file = handle
         return self
 
+    def held(self) -> bool:
+        """Whether the lock file on disk is still the one this process holds: `rm -rf` of
+        the state folder (a `git clean -fdx`) takes it away, and a second daemon could start."""
+        if self._file is None:
+            return False
+        try:
+            return os.fstat(self._file.fileno()).st_ino == self.path.stat().st_ino
+        except OSError:
+            return False
+
+    def take_again(self) -> None:
+        """Hold a new lock file in place of the one taken away; LockedError if another
+        daemon took the tree meanwhile."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.__enter__()
+
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -698,6 +699,29 @@ def test_a_second_daemon_on_the_same_tree_exits_1_and_bad_usage_exits_2(
     assert f"{tmp_path / 'missing'} is not a folder" in missing.stderr
     assert cli("watch", tree.root, "--no-such-flag", env=env).returncode == 2
     assert first.proc.poll() is None
+
+
+def test_a_state_folder_removed_under_the_daemon_is_made_again(
+    tree: Tree, watchers: Watchers, env: dict[str, str]
+) -> None:
+    """`git clean -fdx` while the daemon runs: the lock and the trigger folder come back,
+    so a second daemon is still refused and `trigger` still reaches this one."""
+    image_dir(tree, "img", "v1")
+    spec = tree.spec("img/img.yaml", cheap(tree, "img", tree.record()))
+    first = watchers.start(tree.root)
+    wait_done(spec, "img")
+    shutil.rmtree(tree.root / ".cmdimage-watch")
+    first.wait_log(".cmdimage-watch was removed; making it again")
+    wait_until(lambda: (tree.root / ".cmdimage-watch" / "lock").exists(), "the lock again")
+
+    second = cli("watch", tree.root, env=env)
+    assert second.returncode == 1
+    assert f"another cmdimage-watch (pid {first.pid}) is watching" in second.stderr
+    assert cli("trigger", tree.root, "img", env=env).returncode == 0
+    done = wait_done(spec, "img", lambda done: done["reason"] == "manual trigger")
+    assert done["completed"]["reason"] == "manual trigger"
+    assert tree.lines() == ["v1", "v1"]
+    assert [p for p in first.problems() if "was removed" not in p] == []
 
 
 def test_trigger_rebuilds_an_up_to_date_image_and_wait_reports_the_result(
