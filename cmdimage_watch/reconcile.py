@@ -52,6 +52,7 @@ class Reconciler:
     state: status.State = field(default_factory=status.State)
     inputs: dict[str, Inputs] = field(default_factory=dict)  # of each last good build
     failed: dict[str, str] = field(default_factory=dict)  # digest of a failed attempt
+    failures: dict[str, models.CmdImageStatus] = field(default_factory=dict)  # what it showed
     cache: sources.HashCache = field(default_factory=sources.HashCache)
     clock: Callable[[], datetime] = utc_now
     on_status: Callable[[list[str]], None] = lambda names: None
@@ -76,6 +77,9 @@ class Reconciler:
         self.deferred.pop(name, None)
         digest = inputs.digest()
         if not force and self.failed.get(name) == digest:
+            shown = self.failures.get(name)  # back to the inputs that failed (a cancelled
+            if shown is not None and self.state.images.get(name) != shown:  # build between)
+                self._set(name, shown)
             return None  # failed with these very inputs: wait for a change or a trigger
         if force:
             return Plan(image, cluster, maps, inputs, "manual trigger")
@@ -223,6 +227,7 @@ class Reconciler:
         name = plan.image.name
         self.current.add(name)
         self.failed.pop(name, None)
+        self.failures.pop(name, None)
         self.state.failed.pop(name, None)
         self.state.digests[name] = plan.inputs.digest()
         self.inputs[name] = plan.inputs
@@ -237,12 +242,14 @@ class Reconciler:
     def _fail(self, plan: Plan, error: str, started: datetime) -> None:
         name = plan.image.name
         self.failed[name] = self.state.failed[name] = plan.inputs.digest()
-        self._set(name, status.failed(error, plan.reason, started, self.clock()))
+        self.failures[name] = status.failed(error, plan.reason, started, self.clock())
+        self._set(name, self.failures[name])
 
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         tables = (self.state.images, self.state.digests, self.state.failed, self.inputs)
-        for table in (*tables, self.failed, self.file_counts, self.prewarmed, self.deferred):
+        mine = (self.failed, self.failures, self.file_counts, self.prewarmed, self.deferred)
+        for table in (*tables, *mine):
             table.pop(name, None)
         self.current.discard(name)
         self.state.image_maps.pop(publishes, None)

@@ -275,3 +275,36 @@ async def test_an_image_for_a_cluster_nobody_declared_waits_and_says_for_what(
     waiting = scheduler.reconciler.state.images["a"].waiting
     assert waiting is not None
     assert waiting.reason == "waiting for cluster staging: no Cluster object has that name"
+
+
+class FailsOnBad(FakeBuilder):
+    """Fails when the source it finishes with reads "bad"."""
+
+    async def build(self, request: BuildRequest) -> BuildResult:
+        result = await super().build(request)
+        if (request.image.dir / "src.txt").read_text() == "bad":
+            raise BuildError("bad input")
+        return result
+
+
+@on_virtual_time
+async def test_going_back_to_inputs_that_failed_shows_that_failure_again(
+    tmp_path: Path,
+) -> None:
+    """bad fails; good starts; bad again mid-build cancels it: the image shows the failure
+    of `bad` (not "build cancelled"), and does not retry it."""
+    spec = _tree(tmp_path, ("a", []))
+    src = tmp_path / "a" / "src.txt"
+    src.write_text("bad")
+    builder = FailsOnBad({"a": 10})
+    scheduler = _scheduler(tmp_path, builder, spec, on_change="restart")
+    assert not await run_once(scheduler, None)
+    failure = scheduler.reconciler.state.images["a"]
+    src.write_text("good")
+    scheduler.request(["a"])
+    await asyncio.sleep(2)
+    src.write_text("bad")
+    scheduler.request(["a"])
+    await scheduler.wait_idle()
+    assert [kind for kind, _, _ in builder.events] == ["start", "done", "start", "cancel"]
+    assert scheduler.reconciler.state.images["a"] == failure
