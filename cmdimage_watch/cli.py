@@ -150,6 +150,8 @@ async def _build(
         settings.log_dir, output=output.build_line, build_timeout=settings.build_timeout
     )
     hashes = project.read_hashes(settings.state_dir)
+    if names is not None:  # a few images: keep the hashes of the others for the next run
+        hashes.seen.update(hashes.entries)
     reconciler = Reconciler(index, builder, settings, state, inputs, cache=hashes)
     writer = StatusWriter(lambda: index, lambda: state)
     reconciler.on_status = writer.write
