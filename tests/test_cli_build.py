@@ -212,6 +212,17 @@ def test_build_named_images_builds_them_and_what_they_need(
     assert "completed" not in tree.status("other")[0]["status"]
 
 
+def test_build_of_some_images_keeps_the_hashes_of_the_others(tree: Tree) -> None:
+    hour_ago = time.time() - 3600
+    for path in tree.root.rglob("*"):  # at rest, so that the hashes are kept at all
+        os.utime(path, (hour_ago, hour_ago))
+    assert tree.cli().returncode == 0
+    assert tree.cli("base").returncode == 0
+    kept = json.loads((tree.root / ".cmdimage-watch" / "hashes.json").read_text())["entries"]
+    assert str(tree.root / "app" / "app.txt") in kept
+    assert str(tree.root / "base" / "base.txt") in kept
+
+
 def test_unknown_name_is_bad_usage(tree: Tree) -> None:
     done = tree.cli("app", "nope")
 
