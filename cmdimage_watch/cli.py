@@ -340,6 +340,8 @@ def graph(
     index = project.load(settings.root)
     state, _ = project.read_state(index, settings.state_dir)
     found = views.rows(index, state, settings.root)
+    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
+    found.sort(key=lambda r: r.name)
     render = views.mermaid if fmt is GraphFormat.mermaid else views.dot
     typer.echo(render(index, found), nl=False)
 

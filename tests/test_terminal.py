@@ -336,7 +336,9 @@ def test_json_events_and_status_json_follow_their_schemas(
         schema("status").validate(json.loads(broken.stdout))
         [error] = [e["error"] for e in daemon.events() if e["event"] == "spec_error"]
         assert (broken.returncode, broken.stderr) == (1, f"{error}\n")
-        # its image keeps its row: the last status, with the file's error
+        # its image keeps its row (and its node): the last status, with the file's error
+        dot = cli("graph", tree.root, env=env).stdout
+        assert f'  "{name}" [label="{name}\\nok", color=green];\n' in dot
         [kept] = json.loads(broken.stdout)
         assert (kept["name"], kept["state"], kept["ref"], kept["error"]) == (
             name,
