@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from cmdimage_watch import lifecycle, project, specfiles, terminal, views
+from cmdimage_watch import lifecycle, project, statusfiles, terminal, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
@@ -248,7 +248,7 @@ def trigger(
     folder = settings.state_dir / "triggers"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        specfiles.write_if_changed(folder / name, f"{time.time()}\n")
+        statusfiles.write_if_changed(folder / name, f"{time.time()}\n")
 
 
 @app.command()

@@ -16,16 +16,16 @@ from typing import Any
 from loguru import logger
 from pydantic import ValidationError
 
-from cmdimage_watch import models, sources, specfiles, status
+from cmdimage_watch import models, sources, specfiles, status, statusfiles
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.sources import Inputs
 
-YAML_SUFFIXES = tuple(specfiles.STATUS_SUFFIXES)
+YAML_SUFFIXES = tuple(statusfiles.STATUS_SUFFIXES)
 
 
 def is_spec_candidate(path: Path, root: Path) -> bool:
     """A YAML file that is not a status file, not hidden, not an editor temporary."""
-    if path.suffix not in specfiles.STATUS_SUFFIXES or specfiles.is_status_file(path):
+    if path.suffix not in statusfiles.STATUS_SUFFIXES or statusfiles.is_status_file(path):
         return False
     try:
         parts = path.relative_to(root).parts
@@ -49,7 +49,7 @@ def walk(root: Path) -> tuple[list[Path], list[Path]]:
         for name in sorted(files):
             if not name.endswith(YAML_SUFFIXES) or name in YAML_SUFFIXES:
                 continue  # `.yaml` alone has no suffix, as is_spec_candidate sees it
-            if specfiles.is_status_file(base / name):
+            if statusfiles.is_status_file(base / name):
                 statuses.append(base / name)
             elif not sources.is_never_source(name):
                 specs.append(base / name)
@@ -94,7 +94,7 @@ def read_state(index: Index, state_dir: Path) -> tuple[status.State, dict[str, I
     """What earlier runs left: statuses and digests of our images, and their last inputs."""
     state = status.State()
     for path in index.files:
-        for doc in specfiles.read_status_file(specfiles.status_path(path)):
+        for doc in statusfiles.read_status_file(statusfiles.status_path(path)):
             _take(doc, index, state)
     inputs: dict[str, Inputs] = {}
     for name in state.digests:
@@ -111,7 +111,7 @@ def kept_statuses(index: Index) -> list[tuple[Path, str, models.CmdImageStatus]]
     for path, spec_file in index.files.items():
         if not spec_file.error or spec_file.entries:
             continue
-        for doc in specfiles.read_status_file(specfiles.status_path(path)):
+        for doc in statusfiles.read_status_file(statusfiles.status_path(path)):
             meta, value = doc.get("metadata"), doc.get("status") or {}
             name = meta.get("name") if isinstance(meta, dict) else None
             if doc.get("kind") != "CmdImage" or not isinstance(name, str):
@@ -161,7 +161,7 @@ def read_inputs(state_dir: Path, name: str) -> Inputs | None:
 def write_inputs(state_dir: Path, name: str, inputs: Inputs) -> None:
     path = inputs_path(state_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    specfiles.write_if_changed(path, inputs.to_json())
+    statusfiles.write_if_changed(path, inputs.to_json())
 
 
 def read_hashes(state_dir: Path) -> sources.HashCache:
@@ -175,7 +175,7 @@ def write_hashes(state_dir: Path, cache: sources.HashCache) -> None:
     """Keep the content hashes for the next start; a failure only costs that start time."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        specfiles.write_if_changed(state_dir / "hashes.json", cache.to_json())
+        statusfiles.write_if_changed(state_dir / "hashes.json", cache.to_json())
     except OSError as exc:
         logger.warning("could not keep the content hashes in {}: {}", state_dir, exc)
 
@@ -190,18 +190,18 @@ def status_text(index: Index, state: status.State, path: Path) -> str | None:
     spec_file = index.files.get(path)
     if spec_file is None or not spec_file.is_spec:
         return None
-    return specfiles.render_status(path, status.documents(spec_file, index, state))
+    return statusfiles.render_status(path, status.documents(spec_file, index, state))
 
 
 def write_status_text(path: Path, text: str | None) -> bool:
     """Put `text` in the status file of `path` (None removes it); False when that failed
     (logged, not raised: a full disk must not stop the daemon). Safe in any thread."""
-    target = specfiles.status_path(path)
+    target = statusfiles.status_path(path)
     try:
         if text is None:
             target.unlink(missing_ok=True)
         else:
-            specfiles.write_if_changed(target, text)
+            statusfiles.write_if_changed(target, text)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not path.exists():
             # its folder was moved or removed: the change that says so drops it
@@ -242,7 +242,7 @@ def remove_stale(index: Index, root: Path, found: list[Path] | None = None) -> N
 
 def _spec_of(status_path: Path) -> Path:
     name = status_path.name
-    for spec_suffix, status_suffix in specfiles.STATUS_SUFFIXES.items():
+    for spec_suffix, status_suffix in statusfiles.STATUS_SUFFIXES.items():
         if name.endswith(status_suffix):
             return status_path.with_name(name.removesuffix(status_suffix) + spec_suffix)
     return status_path
@@ -252,7 +252,7 @@ def _remove(path: Path) -> None:
     """Only what we wrote: a user's own `health.status.yaml` is none of our business."""
     try:
         with path.open("rb") as f:
-            if f.read(len(specfiles.STATUS_HEADER)) == specfiles.STATUS_HEADER:
+            if f.read(len(statusfiles.STATUS_HEADER)) == statusfiles.STATUS_HEADER:
                 path.unlink()
     except OSError as exc:
         logger.error("could not remove the stale status file {}: {}", path, exc)

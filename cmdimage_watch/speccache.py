@@ -16,7 +16,7 @@ from typing import Any
 from loguru import logger
 from pydantic import ValidationError
 
-from cmdimage_watch import models, specfiles
+from cmdimage_watch import models, statusfiles
 from cmdimage_watch.specfiles import Entry, Loc, SpecFile
 
 _CODE = (Path(__file__).parent / name for name in ("specfiles.py", "models.py", "refs.py"))
@@ -49,7 +49,7 @@ class SpecCache:
         text = json.dumps({"version": VERSION, "files": self.used}, separators=(",", ":"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            specfiles.write_if_changed(self.path, text)
+            statusfiles.write_if_changed(self.path, text)
         except OSError as exc:
             logger.warning("could not save the spec cache {}: {}", self.path, exc)
         self.known = dict(self.used)

@@ -2,7 +2,7 @@
 
 Times are arguments, so nothing here reads a clock. `scheduler` and `builder` make the
 values; `documents` turns what is known about one spec file into the YAML documents that
-`specfiles.render_status` writes beside it.
+`statusfiles.render_status` writes beside it.
 """
 
 from __future__ import annotations

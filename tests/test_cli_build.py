@@ -23,7 +23,7 @@ import docker
 import docker.errors
 import pytest
 
-from cmdimage_watch.specfiles import read_status_file
+from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
 from tests.helpers import cmdimage, write
 

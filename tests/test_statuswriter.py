@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cmdimage_watch import status
-from cmdimage_watch.specfiles import status_path
+from cmdimage_watch.statusfiles import status_path
 from cmdimage_watch.statuswriter import StatusWriter
 from tests.helpers import cmdimage, index_of, write
 
