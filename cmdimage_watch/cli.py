@@ -76,7 +76,21 @@ def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list
     if need_names and not args:
         typer.echo("error: name at least one image", err=True)
         raise typer.Exit(2)
+    if len(args) == 1 and not need_names and _unsure(args[0]):
+        word = args[0]
+        typer.echo(
+            f"error: {word} is a folder, and . is no tree of ours yet: write {word}/ to build "
+            f"the folder as a tree, or `. {word}` to build the image {word} of the tree .",
+            err=True,
+        )
+        raise typer.Exit(2)
     return Path(), args
+
+
+def _unsure(word: str) -> bool:
+    """A lone word that is a folder, where the current folder has never been a tree: the
+    tree it names, or an image of `.`? Asking costs less than walking `.` (a home folder)."""
+    return Path(word).is_dir() and not Path(STATE_FOLDER).is_dir()
 
 
 def _looks_like_path(arg: str) -> bool:
@@ -128,8 +142,8 @@ def build(
     )
     cache = SpecCache(settings.state_dir / "specs.json")
     index = project.load(settings.root, cache)
+    _check_names(index, names, root)  # before anything is written into the tree
     cache.save()
-    _check_names(index, names, root)
     wanted = [n for n in names if n in index.images] if names else None  # invalid: problems
     ok = asyncio.run(_build(settings, index, wanted, force, output))
     problems = project.problems(index)

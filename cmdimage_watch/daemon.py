@@ -63,6 +63,7 @@ class Daemon:
         self.on_event: Callable[[dict[str, Any]], None] = lambda event: None
         self._shown: dict[str, models.CmdImageStatus] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lock_lost = False  # another daemon took the tree after its state folder went
 
     async def run(self) -> None:
         with StateLock(self.settings.state_dir, self.root) as self._lock:
@@ -75,8 +76,9 @@ class Daemon:
                 cancelled = await self.scheduler.shutdown(self.settings.stop_timeout + 5)
                 if cancelled:
                     logger.info("stopped; cancelled {} running build(s)", cancelled)
-                project.write_all(self.index, self.reconciler.state, self.root)
-                project.write_hashes(self.settings.state_dir, self.reconciler.cache)
+                if not self._lock_lost:  # else the tree is another daemon's now
+                    project.write_all(self.index, self.reconciler.state, self.root)
+                    project.write_hashes(self.settings.state_dir, self.reconciler.cache)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -312,8 +314,8 @@ class Daemon:
             self._run_triggers(triggered)
         moved = any(p.is_dir() or p in self.watched for p in paths) or self._outside_came()
         rewalk, self._roots_moved = moved or self._roots_moved, False
-        if state_gone:  # the trigger folder is made anew: its watch must be too
-            self._watch_dirs()
+        if state_gone:  # the trigger folder is made anew: watch it, and look into it once
+            self._new_dirs.add(self.trigger_dir)  # watched (so looked into at READY)
             return True
         return rewalk and self._watch_dirs() != self.watched  # else no walk: a save costs little
 
@@ -327,7 +329,8 @@ class Daemon:
         try:
             self._lock.take_again()
         except LockedError as exc:
-            logger.error("{}; stopping", exc)
+            logger.error("{}; stopping, and leaving its files to it", exc)
+            self._lock_lost = True
             self.stop.set()
         return True
 
@@ -336,6 +339,7 @@ class Daemon:
 
     def _work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
+        self.reconciler.cache.changed(paths)
         requested = self._reload(spec_paths) if spec_paths else {}
         requested.update(self._ignore_files_changed(paths))
         hits: dict[str, list[Path]] = {}
@@ -392,6 +396,8 @@ class Daemon:
     async def _clear_triggers(self, triggers: dict[str, bytes]) -> None:
         await self.scheduler.wait_idle(triggers)
         for name, seen in triggers.items():
+            if name in self.reconciler.deferred:
+                continue  # its build waits for its spec file: cleared after that (_undefer)
             if self._triggered.get(name) == seen:
                 del self._triggered[name]
             path = self.trigger_dir / name
@@ -415,6 +421,8 @@ class Daemon:
             self.scheduler.cancel(name)
             self.reconciler.forget(name, old.images[name].publishes)
             self._shown.pop(name, None)
+            if self._triggered.pop(name, None) is not None:  # a trigger of it has no build
+                (self.trigger_dir / name).unlink(missing_ok=True)
         changed = _changed_images(old, self.index)
         self._track_file_watches()
         self._mark(paths)
@@ -431,7 +439,11 @@ class Daemon:
         }
         for name in back:
             del self.reconciler.deferred[name]
-        self.scheduler.request(sorted(n for n, force in back.items() if force), force=True)
+        forced = sorted(n for n, force in back.items() if force)
+        self.scheduler.request(forced, force=True)
+        left = {n: self._triggered[n] for n in forced if n in self._triggered}
+        if left:
+            self._spawn(self._clear_triggers(left))
         return {name: "its spec file is back" for name, force in back.items() if not force}
 
     def _report(self, loaded: SpecFile) -> None:

@@ -168,16 +168,17 @@ class HashCache:
     state folder between runs (`to_json`), so a start reads only the files that changed
     while nothing watched them.
 
-    A file whose mtime was within RACY_NS of when it was hashed may be saved again in the
-    same tick of its clock with the same size (git's "racily clean"): its hash is not
-    trusted, but read again each time, until its mtime is old enough."""
+    A file whose mtime was within RACY_NS of its hashing may be saved again in the same
+    tick of its clock with the same size (git's "racily clean"). Such a hash serves until
+    a batch names the file (`changed`: a save always brings an event), and is never kept."""
 
     entries: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     reads: int = 0
     seen: set[str] = field(default_factory=set)  # asked for in this run: all that is kept
+    racy: set[str] = field(default_factory=set)
 
     def hash(self, path: Path) -> str | None:
-        key = str(path)
+        key, now = str(path), time.time_ns()
         try:
             st = path.stat()
         except OSError:
@@ -188,15 +189,25 @@ class HashCache:
         if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
             return cached[2]
         digest = self._read(path)
-        if digest is not None and st.st_mtime_ns < time.time_ns() - RACY_NS:
+        if digest is not None:
             self.entries[key] = (st.st_size, st.st_mtime_ns, digest)
-        else:
-            self.entries.pop(key, None)
+            if st.st_mtime_ns >= now - RACY_NS:
+                self.racy.add(key)
+            else:
+                self.racy.discard(key)
         return digest
 
+    def changed(self, paths: Iterable[Path]) -> None:
+        """A batch names these paths: a racy hash of one of them is read again."""
+        for path in paths:
+            key = str(path)
+            if key in self.racy:
+                self.racy.discard(key)
+                self.entries.pop(key, None)
+
     def to_json(self) -> str:
-        entries = dict(self.entries)  # one C-level copy: hashing threads may add meanwhile
-        kept = {k: v for k in list(self.seen) if (v := entries.get(k)) is not None}
+        entries, racy = dict(self.entries), set(self.racy)  # C-level copies: threads add
+        kept = {k: v for k in list(self.seen) if k not in racy and (v := entries.get(k))}
         return json.dumps({"version": HASHES_VERSION, "entries": kept}, separators=(",", ":"))
 
     @classmethod

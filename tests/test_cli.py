@@ -29,7 +29,6 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["./app"], False, ("app", [])),  # looks like a path: always the tree
         (["app/", "x"], True, ("app", ["x"])),
         ([".", "app"], True, (".", ["app"])),  # `.` forces the current folder
-        (["app"], False, (".", ["app"])),  # `build app`: a lone word is a name, always
         (["web", "app"], True, (".", ["web", "app"])),  # not a folder: names
         ([], False, (".", [])),
     ],
@@ -46,6 +45,19 @@ def test_in_a_tree_already_used_a_bare_word_is_an_image_name(here: Path) -> None
     assert _dir_and_names(["app"], need_names=False) == (Path(), ["app"])
     assert _dir_and_names(["app", "web"], need_names=True) == (Path(), ["app", "web"])
     assert _dir_and_names(["app/"], need_names=False) == (Path("app"), [])
+
+
+def test_a_lone_folder_name_for_build_in_a_tree_never_used_is_asked_about(
+    here: Path,
+) -> None:
+    """`build app` where app/ is a folder and `.` was never a tree: the folder as a tree,
+    or the image app? Neither guess is safe (one walks `.`, say a home folder; the other
+    puts a state folder into app/), so it says how to write each."""
+    with pytest.raises(typer.Exit) as exit_:
+        _dir_and_names(["app"], need_names=False)
+    assert exit_.value.exit_code == 2
+    assert _dir_and_names(["app"], need_names=True) == (Path(), ["app"])  # `wait app`
+    assert _dir_and_names(["web"], need_names=False) == (Path(), ["web"])  # no such folder
 
 
 def test_names_are_required_where_the_command_needs_them(here: Path) -> None:
