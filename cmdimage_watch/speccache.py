@@ -19,7 +19,10 @@ from pydantic import ValidationError
 from cmdimage_watch import models, statusfiles
 from cmdimage_watch.specfiles import Entry, Loc, SpecFile
 
-_CODE = (Path(__file__).parent / name for name in ("specfiles.py", "models.py", "refs.py"))
+_CODE = (
+    Path(__file__).parent / name
+    for name in ("specfiles.py", "specerrors.py", "models.py", "refs.py")
+)
 VERSION = hashlib.blake2b(b"".join(p.read_bytes() for p in _CODE), digest_size=8).hexdigest()
 
 

@@ -8,18 +8,14 @@ that entry's `error`. Nothing here raises past `load_spec_file`. `graph` consume
 from __future__ import annotations
 
 import base64
-import difflib
 import os
 import re
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
@@ -27,7 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from cmdimage_watch import models
+from cmdimage_watch import models, specerrors
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 100
@@ -377,50 +373,8 @@ def _invalid(
     more = exc.error_count() - 1
     where = doc.locate(at + tuple(first["loc"]))
     suffix = f" (+{more} more)" if more else ""
-    return f"invalid spec: {where}: {_field_path(first['loc'])}: {_describe(first, model)}{suffix}"
-
-
-def _field_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
-
-
-def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
-    if error["type"] == "extra_forbidden":
-        known = _known_fields(model, error["loc"][:-1])
-        guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.6)
-        return "unknown field" + (f"; did you mean {guess[0]}?" if guess else "")
-    if error["type"] == "missing":
-        return "required field is missing"
-    msg = error["msg"]
-    return msg.removeprefix("Value error, ")
-
-
-def _known_fields(model: Any, loc: tuple[str | int, ...]) -> list[str]:
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = {f.alias or n: f for n, f in model.model_fields.items()}
-        if part not in fields:
-            return []
-        model = _model_in(fields[part].annotation)
-        if model is None:
-            return []
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, list, tuple):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found:
-                return found
-    return None
+    field = specerrors.field_path(first["loc"])
+    return f"invalid spec: {where}: {field}: {specerrors.describe(first, model)}{suffix}"
 
 
 def _type_name(value: Any) -> str:
