@@ -8,7 +8,6 @@ sources a path touches are handed to the `scheduler`. Status files are written f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import signal
 import time
@@ -28,6 +27,7 @@ from cmdimage_watch.settings import Settings
 from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.specfiles import SpecFile
 from cmdimage_watch.statuswriter import StatusWriter
+from cmdimage_watch.triggers import Triggers
 from cmdimage_watch.watcher import READY, Watcher
 
 POLL_RECHECK_S = 1.1
@@ -47,13 +47,13 @@ class Daemon:
         self.reconciler = Reconciler(self.index, builder, settings)
         self.reconciler.on_status = self._write_statuses
         self.scheduler = Scheduler(self.reconciler)
+        self.triggers = Triggers(settings.state_dir / "triggers", self.scheduler, self._spawn)
         self.roots: dict[str, list[sources.Root]] = {}
         self.roots_at: dict[Path, list[tuple[str, sources.Root]]] = {}
         self._roots_moved = False
         self._outside: list[Path] = []  # source roots outside the tree
         self.watched: set[Path] = set()
         self._new_dirs: set[Path] = set()  # watched since the last restart of the watcher
-        self._triggered: dict[str, bytes] = {}  # trigger files whose builds are under way
         self._loaded: dict[Path, tuple[int, int] | None] = {}  # spec files at the first scan
         self.writer = StatusWriter(lambda: self.index, lambda: self.reconciler.state)
         self._flush_at: asyncio.TimerHandle | None = None
@@ -264,9 +264,7 @@ class Daemon:
             len(self.files),
         )
         self._request(set(self.index.images), "start-up")
-        left = self._triggers(set(self.trigger_dir.glob("*")))  # by a daemon that died
-        if left:
-            self._run_triggers(left)
+        self.triggers.handle(self.trigger_dir.glob("*"))  # left by a daemon that died
         self.ready.set()
         self._spawn(self._report_start())
 
@@ -306,12 +304,10 @@ class Daemon:
     def _handle(self, paths: set[Path]) -> bool:
         """Turn one batch of changed paths into work; True when the watched folders change."""
         state_gone = self._state_folder_gone(paths)
-        triggered = self._triggers(paths)
         spec_paths = self._spec_paths(paths)
         self._work_for(paths, spec_paths)
         self._record_file_events(paths - set(self.files))
-        if triggered:
-            self._run_triggers(triggered)
+        self.triggers.handle(paths)
         moved = any(p.is_dir() or p in self.watched for p in paths) or self._outside_came()
         rewalk, self._roots_moved = moved or self._roots_moved, False
         if state_gone:  # the trigger folder is made anew: watch it, and look into it once
@@ -365,45 +361,11 @@ class Daemon:
             self._roots_moved = True  # what the rules prune may have changed
         return hit
 
-    def _triggers(self, paths: set[Path]) -> dict[str, bytes]:
-        """The trigger files among `paths`, by image name, with what each holds."""
-        found = {}
-        for path in paths:
-            if path.parent != self.trigger_dir or path.name.startswith("."):
-                continue  # "." names are `trigger`'s temp files, renamed into place
-            with contextlib.suppress(OSError):
-                content = path.read_bytes()
-                if self._triggered.get(path.name) != content:  # not one under way already
-                    found[path.name] = content
-        if found:
-            logger.info("triggered: {}", ", ".join(sorted(found)))
-        return found
-
-    def _run_triggers(self, triggers: dict[str, bytes]) -> None:
-        """Force these builds. Their trigger files go only once the builds are done, as
-        `wait` takes a trigger file that is still there for a build still to come."""
-        self._triggered.update(triggers)
-        self.reconciler.drop_prewarmed(triggers)
-        self.scheduler.request(sorted(triggers), force=True)
-        self._spawn(self._clear_triggers(triggers))
-
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A task of the daemon's own, kept referenced until it is done."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _clear_triggers(self, triggers: dict[str, bytes]) -> None:
-        await self.scheduler.wait_idle(triggers)
-        for name, seen in triggers.items():
-            if name in self.reconciler.deferred:
-                continue  # its build waits for its spec file: cleared after that (_undefer)
-            if self._triggered.get(name) == seen:
-                del self._triggered[name]
-            path = self.trigger_dir / name
-            with contextlib.suppress(OSError):
-                if path.read_bytes() == seen:  # else triggered again since; that one clears it
-                    path.unlink()
 
     def _reload(self, paths: set[Path]) -> dict[str, str]:
         """Re-read these spec files; the images whose spec or context changed, with why."""
@@ -421,8 +383,7 @@ class Daemon:
             self.scheduler.cancel(name)
             self.reconciler.forget(name, old.images[name].publishes)
             self._shown.pop(name, None)
-            if self._triggered.pop(name, None) is not None:  # a trigger of it has no build
-                (self.trigger_dir / name).unlink(missing_ok=True)
+            self.triggers.removed(name)
         changed = _changed_images(old, self.index)
         self._track_file_watches()
         self._mark(paths)
@@ -441,9 +402,7 @@ class Daemon:
             del self.reconciler.deferred[name]
         forced = sorted(n for n, force in back.items() if force)
         self.scheduler.request(forced, force=True)
-        left = {n: self._triggered[n] for n in forced if n in self._triggered}
-        if left:
-            self._spawn(self._clear_triggers(left))
+        self.triggers.resumed(forced)
         return {name: "its spec file is back" for name, force in back.items() if not force}
 
     def _report(self, loaded: SpecFile) -> None:

@@ -1,0 +1,70 @@
+"""Manual triggers: `cmdimage-watch trigger NAME` writes `.cmdimage-watch/triggers/NAME`.
+
+The daemon's watcher reports the file; this forces NAME's build and removes the file only
+once that build is over, so `wait` can tell a build still to come from one done. Fed
+paths by `daemon`; feeds forced requests to the `scheduler`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.scheduler import Scheduler
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class Triggers:
+    def __init__(self, folder: Path, scheduler: Scheduler, spawn: Spawn) -> None:
+        self.folder = folder
+        self.scheduler = scheduler
+        self.reconciler: Reconciler = scheduler.reconciler
+        self._spawn = spawn  # the daemon's: its tasks end with it
+        self._under_way: dict[str, bytes] = {}  # trigger files whose builds are to come
+
+    def handle(self, paths: Iterable[Path]) -> None:
+        """Force the builds of the trigger files among `paths` not under way already."""
+        found = {}
+        for path in paths:
+            if path.parent != self.folder or path.name.startswith("."):
+                continue  # "." names are `trigger`'s temp files, renamed into place
+            with contextlib.suppress(OSError):
+                content = path.read_bytes()
+                if self._under_way.get(path.name) != content:
+                    found[path.name] = content
+        if found:
+            logger.info("triggered: {}", ", ".join(sorted(found)))
+            self._under_way.update(found)
+            self.reconciler.drop_prewarmed(found)
+            self.scheduler.request(sorted(found), force=True)
+            self._spawn(self._clear(found))
+
+    def resumed(self, names: Iterable[str]) -> None:
+        """These forced builds were put off (their spec file was missing) and are asked
+        for again: their trigger files go once they are over."""
+        left = {n: self._under_way[n] for n in names if n in self._under_way}
+        if left:
+            self._spawn(self._clear(left))
+
+    def removed(self, name: str) -> None:
+        """`name`'s spec is gone: a trigger of it will have no build."""
+        if self._under_way.pop(name, None) is not None:
+            (self.folder / name).unlink(missing_ok=True)
+
+    async def _clear(self, triggers: dict[str, bytes]) -> None:
+        await self.scheduler.wait_idle(triggers)
+        for name, seen in triggers.items():
+            if name in self.reconciler.deferred:
+                continue  # its build waits for its spec file: cleared after that (resumed)
+            if self._under_way.get(name) == seen:
+                del self._under_way[name]
+            path = self.folder / name
+            with contextlib.suppress(OSError):
+                if path.read_bytes() == seen:  # else triggered again since; that one clears it
+                    path.unlink()
