@@ -71,12 +71,12 @@ def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list
     itself a tree of ours; otherwise every argument is an image name in `.`. A lone word
     is a name: `build web` must not build the folder web/ as a tree of its own."""
     args = list(args or ())
-    if args and (_looks_like_path(args[0]) or _is_tree_arg(args)):
+    if args and (_looks_like_path(args[0]) or (len(args) > 1 and _may_be_tree(args[0]))):
         return Path(args[0]).expanduser(), args[1:]
     if need_names and not args:
         typer.echo("error: name at least one image", err=True)
         raise typer.Exit(2)
-    if len(args) == 1 and not need_names and _unsure(args[0]):
+    if len(args) == 1 and not need_names and _may_be_tree(args[0]):
         word = args[0]
         typer.echo(
             f"error: {word} is a folder, and . is no tree of ours yet: write {word}/ to build "
@@ -87,18 +87,15 @@ def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list
     return Path(), args
 
 
-def _unsure(word: str) -> bool:
-    """A lone word that is a folder, where the current folder has never been a tree: the
-    tree it names, or an image of `.`? Asking costs less than walking `.` (a home folder)."""
+def _may_be_tree(word: str) -> bool:
+    """A folder, where the current folder has never been a tree. Followed by a name, it is
+    the tree; alone, `build` asks: walking `.` to look for an image (a home folder) costs
+    more than asking."""
     return Path(word).is_dir() and not Path(STATE_FOLDER).is_dir()
 
 
 def _looks_like_path(arg: str) -> bool:
     return "/" in arg or arg in (".", "..") or arg.startswith("~")  # names hold no "/"
-
-
-def _is_tree_arg(args: list[str]) -> bool:
-    return len(args) > 1 and Path(args[0]).is_dir() and not Path(STATE_FOLDER).is_dir()
 
 
 def _root(path: Path) -> Path:
@@ -316,12 +313,7 @@ def show_status(
     as_json: bool = typer.Option(False, "--json", help="A JSON list, for scripts."),
 ) -> None:
     """The state of every image, from the status files (daemon running or not)."""
-    settings = Settings(root=_root(root))
-    index = project.load(settings.root)
-    state, _ = project.read_state(index, settings.state_dir)
-    found = views.rows(index, state, settings.root)
-    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
-    found.sort(key=lambda r: r.name)
+    index, found = _rows_on_disk(root)
     now = datetime.now(UTC)
     if as_json:
         typer.echo(json.dumps([r.to_json(now) for r in found], indent=2))
@@ -333,6 +325,17 @@ def show_status(
         typer.echo(error, err=True)
     failed = broken or any(r.state in ("failed", "invalid") for r in found)
     raise typer.Exit(1 if failed else 0)
+
+
+def _rows_on_disk(root: Path) -> tuple[Index, list[views.Row]]:
+    """The tree's images as its spec and status files show them (daemon running or not),
+    those of a file that cannot be parsed from their last status, by name."""
+    settings = Settings(root=_root(root))
+    index = project.load(settings.root)
+    state, _ = project.read_state(index, settings.state_dir)
+    found = views.rows(index, state, settings.root)
+    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
+    return index, sorted(found, key=lambda r: r.name)
 
 
 def _print_table(table: Table) -> None:
@@ -350,12 +353,7 @@ def graph(
     fmt: GraphFormat = typer.Option("dot", "--format", help="dot (Graphviz) or mermaid."),
 ) -> None:
     """The image dependency graph, with each image's state."""
-    settings = Settings(root=_root(root))
-    index = project.load(settings.root)
-    state, _ = project.read_state(index, settings.state_dir)
-    found = views.rows(index, state, settings.root)
-    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
-    found.sort(key=lambda r: r.name)
+    index, found = _rows_on_disk(root)
     render = views.mermaid if fmt is GraphFormat.mermaid else views.dot
     typer.echo(render(index, found), nl=False)
 

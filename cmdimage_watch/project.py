@@ -25,14 +25,21 @@ YAML_SUFFIXES = tuple(statusfiles.STATUS_SUFFIXES)
 
 def is_spec_candidate(path: Path, root: Path) -> bool:
     """A YAML file that is not a status file, not hidden, not an editor temporary."""
-    if path.suffix not in statusfiles.STATUS_SUFFIXES or statusfiles.is_status_file(path):
-        return False
     try:
-        parts = path.relative_to(root).parts
+        *folders, name = path.relative_to(root).parts
     except ValueError:
         return False
-    *folders, name = parts
-    return not any(map(sources.is_hidden_folder, folders)) and not sources.is_never_source(name)
+    return is_spec_name(name) and not any(map(sources.is_hidden_folder, folders))
+
+
+def is_spec_name(name: str) -> bool:
+    """The name of a YAML file (`.yaml` alone has no suffix, as pathlib sees it) that is no
+    status file and no editor temporary: the rule `is_spec_candidate` and `walk` share."""
+    return (
+        name.endswith(YAML_SUFFIXES)
+        and name not in YAML_SUFFIXES
+        and not sources.is_never_source(name)  # status files among them
+    )
 
 
 def scan(root: Path) -> list[Path]:
@@ -47,12 +54,10 @@ def walk(root: Path) -> tuple[list[Path], list[Path]]:
         dirs[:] = sorted(d for d in dirs if not sources.is_hidden_folder(d))
         base = Path(folder)
         for name in sorted(files):
-            if not name.endswith(YAML_SUFFIXES) or name in YAML_SUFFIXES:
-                continue  # `.yaml` alone has no suffix, as is_spec_candidate sees it
-            if statusfiles.is_status_file(base / name):
-                statuses.append(base / name)
-            elif not sources.is_never_source(name):
+            if is_spec_name(name):
                 specs.append(base / name)
+            elif statusfiles.is_status_name(name):
+                statuses.append(base / name)
     return specs, statuses
 
 
