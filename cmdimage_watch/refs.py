@@ -1,8 +1,9 @@
 """Docker image references as Tilt uses them: parsing, registry rewriting and tags.
 
-Parsing and normalisation come from docker-image-py (a port of distribution/reference);
-this module adds Tilt's rules on top. Pure functions, no I/O: the loader feeds it spec
-strings, and the builder and graph take names, tags and ImageMap names from it.
+Parsing follows Go's distribution/reference (ParseNormalizedNamed, ParseNamed) step by step,
+on the grammar docker-image-py ports from it; this module adds Tilt's rules on top. Pure
+functions, no I/O: the loader feeds it spec strings, and the builder and graph take names,
+tags and ImageMap names from it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from docker_image import digest as _digest
-from docker_image import reference as _reference
 from docker_image import regexp as _regexp
 
 _DEFAULT_DOMAIN = "docker.io"
+_LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 _OFFICIAL_PREFIX = "library/"
 _INVALID_FORMAT = "invalid reference format"
+_NOT_CANONICAL = "repository name must be canonical"
+_MAX_REPOSITORY_LENGTH = 255  # distribution/reference's RepositoryNameTotalLengthMax
+_GRAMMAR = _regexp.ImageRegexps
 _ESCAPES = str.maketrans("/:@", "___")
 _MAX_NAME_LENGTH = 253  # Kubernetes' DNS-1123 subdomain limit, which Tilt applies to names
 
@@ -35,8 +39,10 @@ class Ref:
 
     @property
     def name(self) -> str:
-        """The fully qualified repository, without tag or digest."""
-        return f"{self.domain}/{self.path}"
+        """The fully qualified repository, without tag or digest. A first part that is no
+        valid host (`aws_account_id.dkr.ecr…`, with its underscore) leaves the domain empty,
+        as in Go: the whole name is then the path."""
+        return f"{self.domain}/{self.path}" if self.domain else self.path
 
     def familiar_name(self) -> str:
         """The repository as `docker` prints it (docker's FamiliarName)."""
@@ -148,6 +154,22 @@ def expected_image_path(ref: Ref) -> str:
     return ref.path
 
 
+def validate_registry_host(host: str) -> None:
+    """Tilt's RegistryHosting.Validate of `host` or `hostFromContainerRuntime`: docker must
+    read `<host>/fake` as it is, a name in that registry."""
+    try:
+        _parse(f"{host}/fake", canonical=True)
+    except RefError as err:
+        raise RefError(_with_hint(str(err))) from None
+
+
+def validate_ref_set(ref: Ref, registry: Registry | None) -> None:
+    """Tilt's NewRefSet: the local and the cluster name of `ref` under `registry` must both
+    be names docker takes."""
+    local_name(ref, registry)
+    cluster_name(ref, registry)
+
+
 def _replace_registry(ref: Ref, host: str, single_name: str) -> Ref:
     bare = Ref(ref.domain, ref.path)
     # A ref already under the registry is kept (tilt#4911: people write the registry in).
@@ -155,44 +177,87 @@ def _replace_registry(ref: Ref, host: str, single_name: str) -> Ref:
         return bare
     text = f"{host}/{single_name or escape_name(ref.familiar_name())}"
     try:
-        return _parse(text, canonical=True)
+        moved = _parse(text, canonical=True)
+        # Tilt's distribution/reference counts the whole name, registry included.
+        if len(moved.name) > _MAX_REPOSITORY_LENGTH:
+            raise RefError(
+                f"repository name must not be more than {_MAX_REPOSITORY_LENGTH} characters "
+                f"(it is {len(moved.name)})"
+            )
     except RefError as err:
-        raise RefError(_registry_refused(host, text, err)) from err
+        raise RefError(
+            f"Error parsing {text} after applying default registry {host}: {_with_hint(str(err))}"
+        ) from None
+    return moved
 
 
-def _registry_refused(host: str, text: str, err: RefError) -> str:
-    message = f"registry {host!r} gives image name {text!r}, which docker refuses: {err}"
-    if isinstance(err.__cause__, _reference.NameNotCanonical):
-        # docker reads a first part with no "." or ":" as a Docker Hub namespace.
-        return message + ' (a registry host needs a "." or a ":port", or is "localhost")'
-    return message
+def _with_hint(message: str) -> str:
+    if message != _NOT_CANONICAL:
+        return message
+    # docker reads a first part with no "." or ":" as a Docker Hub namespace.
+    return message + ' (a registry host needs a "." or a ":port", or is "localhost")'
 
 
 def _parse(text: str, *, canonical: bool) -> Ref:
-    # docker-image-py anchors with `$`, which also matches before a final newline.
-    if not text or text.endswith("\n"):
+    """Go's ParseNormalizedNamed, or with `canonical` its ParseNamed, which also refuses any
+    text that normalising would change (`invalid/fake` is `docker.io/invalid/fake`)."""
+    if _GRAMMAR.ANCHORED_IDENTIFIER_REGEXP.fullmatch(text):
+        raise RefError(
+            f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
+        )
+    domain, remainder = _split_docker_domain(text)
+    remote_name = remainder.partition(":")[0]
+    if remote_name.lower() != remote_name:
+        raise RefError(f"{_INVALID_FORMAT}: repository name ({remote_name}) must be lowercase")
+    ref = _parse_raw(f"{domain}/{remainder}")
+    if canonical and str(ref) != text:
+        raise RefError(_NOT_CANONICAL)
+    return ref
+
+
+def _split_docker_domain(name: str) -> tuple[str, str]:
+    """Go's splitDockerDomain: whether the first part names a registry, and Docker Hub's
+    `library/` for a one-part name."""
+    first, slash, rest = name.partition("/")
+    if not slash:
+        return _DEFAULT_DOMAIN, _OFFICIAL_PREFIX + name
+    if first == _LEGACY_DEFAULT_DOMAIN:
+        domain, remainder = _DEFAULT_DOMAIN, rest
+    elif first == "localhost" or "." in first or ":" in first or first.lower() != first:
+        domain, remainder = first, rest  # upper case: Docker Hub namespaces cannot hold it
+    else:
+        return _DEFAULT_DOMAIN, name
+    if domain == _DEFAULT_DOMAIN and "/" not in remainder:
+        remainder = _OFFICIAL_PREFIX + remainder
+    return domain, remainder
+
+
+def _parse_raw(text: str) -> Ref:
+    """Go's Parse: the grammar, then the path's length and the digest."""
+    found = _GRAMMAR.REFERENCE_REGEXP.fullmatch(text)  # fullmatch: `$` allows a final "\n"
+    if found is None:
+        lower = text.lower()
+        if lower != text and _GRAMMAR.REFERENCE_REGEXP.fullmatch(lower):
+            raise RefError("repository name must be lowercase")
         raise RefError(_INVALID_FORMAT)
-    lib = _reference.Reference
+    name, tag, digest = found.groups()
+    parts = _GRAMMAR.ANCHORED_NAME_REGEXP.fullmatch(name)
+    domain, path = (parts.group(1) or "", parts.group(2)) if parts else ("", name)
+    if len(path) > _MAX_REPOSITORY_LENGTH:
+        raise RefError(f"repository name must not be more than {_MAX_REPOSITORY_LENGTH} characters")
+    if digest:
+        _validate_digest(digest)
+    return Ref(domain=domain, path=path, tag=tag or None, digest=digest or None)
+
+
+def _validate_digest(digest: str) -> None:
+    """go-digest's Validate, in its wording (docker-image-py words the plain case its own way)."""
     try:
-        parsed = lib.parse_named(text) if canonical else lib.parse_normalized_named(text)
-    except (_reference.InvalidReference, _digest.InvalidDigest) as err:
-        raise RefError(_docker_wording(err)) from err
-    tag, digest = parsed["tag"], parsed["digest"]
-    return Ref(
-        domain=str(parsed.domain()),
-        path=str(parsed.path()),
-        tag=str(tag) if tag else None,
-        digest=str(digest) if digest else None,
-    )
-
-
-def _docker_wording(err: Exception) -> str:
-    # The port words a few errors differently from go-digest / distribution/reference.
-    if type(err) is _digest.InvalidDigest:
-        return "invalid checksum digest format"
-    if isinstance(err, _reference.NameEmpty):
-        return _INVALID_FORMAT
-    return str(err)
+        _digest.validate_digest(digest)
+    except _digest.InvalidDigest as err:
+        if type(err) is _digest.InvalidDigest:
+            raise RefError("invalid checksum digest format") from None
+        raise RefError(str(err)) from None
 
 
 def _fnv1a_32(text: str) -> int:

@@ -26,6 +26,8 @@ from cmdimage_watch.refs import (
     parse_ref,
     parse_tagged_ref,
     under_registry,
+    validate_ref_set,
+    validate_registry_host,
     validate_tag,
 )
 
@@ -242,28 +244,64 @@ def test_registry_rewriting(
         (
             "foo",
             Registry("myregistry"),
-            "registry 'myregistry' gives image name 'myregistry/foo', which docker refuses:"
+            "Error parsing myregistry/foo after applying default registry myregistry:"
             ' repository name must be canonical (a registry host needs a "." or a ":port",'
             ' or is "localhost")',
         ),
         (
             "foo",
             Registry("localhost:5000", single_name="App"),
-            "registry 'localhost:5000' gives image name 'localhost:5000/App', which docker"
-            " refuses: invalid reference format: repository name (App) must be lowercase",
+            "Error parsing localhost:5000/App after applying default registry localhost:5000:"
+            " invalid reference format: repository name (App) must be lowercase",
         ),
         (
             "[::1]:5000/foo",
             LOCAL,
-            "registry 'localhost:5000' gives image name 'localhost:5000/[__1]_5000_foo',"
-            " which docker refuses: invalid reference format",
+            "Error parsing localhost:5000/[__1]_5000_foo after applying default registry"
+            " localhost:5000: invalid reference format",
+        ),
+        # Tilt's reference_test.go: 230 characters fit alone, not under a long registry.
+        (
+            "o" * 230,
+            Registry("gcr.io/somewhat/long/hostname"),
+            f"Error parsing gcr.io/somewhat/long/hostname/{'o' * 230} after applying default"
+            " registry gcr.io/somewhat/long/hostname: repository name must not be more than"
+            " 255 characters (it is 260)",
+        ),
+        (
+            "o" * 230,
+            Registry("gcr.io", host_from_cluster="gcr.io/somewhat/long/hostname"),
+            f"Error parsing gcr.io/somewhat/long/hostname/{'o' * 230} after applying default"
+            " registry gcr.io/somewhat/long/hostname: repository name must not be more than"
+            " 255 characters (it is 260)",
         ),
     ],
 )
 def test_registry_rewriting_refuses(text: str, registry: Registry, message: str) -> None:
     with pytest.raises(RefError) as caught:
-        local_name(parse_ref(text), registry)
+        validate_ref_set(parse_ref(text), registry)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("host", ["localhost:5000", "gcr.io/foo", "registry:5000", "[::1]:5000"])
+def test_registry_host_valid_as_tilt_validates_it(host: str) -> None:
+    validate_registry_host(host)
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [  # Tilt's RegistryHosting.Validate: "<host>/fake" must parse as a canonical name
+        ("invalid", "repository name must be canonical"),
+        ("foo/bar/baz", "repository name must be canonical"),
+        ("localhost:5000/Team", "invalid reference format: repository name (Team/fake) must be"),
+        ("localhost:5000/", "invalid reference format"),
+        ("http://localhost:5000", "invalid reference format"),
+    ],
+)
+def test_registry_host_refused_as_tilt_refuses_it(host: str, message: str) -> None:
+    with pytest.raises(RefError) as caught:
+        validate_registry_host(host)
+    assert str(caught.value).startswith(message)
 
 
 GCR = Registry("gcr.io/my-project", host_from_cluster="mirror.local/my-project")
@@ -395,3 +433,112 @@ def test_parse_ref_only_raises_ref_error(text: str) -> None:
     except RefError:
         return
     assert parse_ref(str(ref)) == ref
+
+
+# Go's distribution/reference tables (normalize_test.go: TestValidateReferenceName,
+# TestValidateRemoteName, TestParseRepositoryInfo; reference_test.go: TestReferenceParse),
+# run through ParseNormalizedNamed as docker and Tilt do: (input, String(), FamiliarString()).
+GO_VALID = [
+    ("docker/docker", "docker.io/docker/docker", "docker/docker"),
+    ("library/debian", "docker.io/library/debian", "debian"),
+    ("debian", "docker.io/library/debian", "debian"),
+    ("docker.io/debian", "docker.io/library/debian", "debian"),
+    ("index.docker.io/docker/docker", "docker.io/docker/docker", "docker/docker"),
+    ("index.docker.io/library/debian", "docker.io/library/debian", "debian"),
+    ("127.0.0.1:5000/docker/docker", "127.0.0.1:5000/docker/docker", None),
+    ("127.0.0.1:5000/library/debian", "127.0.0.1:5000/library/debian", None),
+    ("192.168.0.1", "docker.io/library/192.168.0.1", "192.168.0.1"),
+    ("192.168.0.1:80", "docker.io/library/192.168.0.1:80", "192.168.0.1:80"),
+    ("192.168.0.1:8/debian", "192.168.0.1:8/debian", None),
+    ("[fc00::1]:5000/docker", "[fc00::1]:5000/docker", None),
+    ("[fc00:1:2:3:4:5:6:7]:5000/library/debian", "[fc00:1:2:3:4:5:6:7]:5000/library/debian", None),
+    (f"docker.io/{HEX64}", f"docker.io/library/{HEX64}", HEX64),
+    ("Docker/docker", "Docker/docker", None),  # an upper-case first part is a domain
+    ("DOCKER/docker", "DOCKER/docker", None),
+    ("docker---rules/docker", "docker.io/docker---rules/docker", "docker---rules/docker"),
+    ("d/docker", "docker.io/d/docker", "d/docker"),
+    ("jess/t", "docker.io/jess/t", "jess/t"),
+    ("dock__er/docker", "docker.io/dock__er/docker", "dock__er/docker"),
+    ("test_com", "docker.io/library/test_com", "test_com"),
+    ("test.com:tag", "docker.io/library/test.com:tag", "test.com:tag"),
+    ("test.com:5000", "docker.io/library/test.com:5000", "test.com:5000"),
+    ("test:5000/repo:tag", "test:5000/repo:tag", None),
+    ("b.gcr.io/test.example.com/my-app:test.example.com", None, None),
+    ("xn--n3h.com/myimage:xn--n3h.com", None, None),
+    ("foo_bar.com:8080", "docker.io/library/foo_bar.com:8080", "foo_bar.com:8080"),
+    ("foo/foo_bar.com:8080", "docker.io/foo/foo_bar.com:8080", "foo/foo_bar.com:8080"),
+    ("lowercase:Uppercase", "docker.io/library/lowercase:Uppercase", "lowercase:Uppercase"),
+    ("ubuntu-12.04-base", "docker.io/library/ubuntu-12.04-base", "ubuntu-12.04-base"),
+    ("library/foo/bar", "docker.io/library/foo/bar", "library/foo/bar"),
+    (
+        "a/" * 127 + "a:tag-puts-this-over-max",
+        "docker.io/" + "a/" * 127 + "a:tag-puts-this-over-max",
+        None,
+    ),
+    # AWS documents ECR hosts with an underscore, which no host name may hold: Go reads the
+    # whole name as a path with no domain, and accepts it.
+    ("aws_account_id.dkr.ecr.region.amazonaws.com/my-repo", None, None),
+]
+
+
+@pytest.mark.parametrize(("text", "full", "familiar"), GO_VALID)
+def test_parse_ref_accepts_what_go_accepts(text: str, full: str | None, familiar: str) -> None:
+    ref = parse_ref(text)
+    assert str(ref) == (full or text)
+    assert ref.familiar() == (familiar or text)
+    assert parse_ref(str(ref)) == ref
+
+
+def test_a_name_with_no_valid_host_has_no_domain_as_in_go() -> None:
+    ref = parse_ref("aws_account_id.dkr.ecr.region.amazonaws.com/my-repo")
+    assert (ref.domain, ref.path) == ("", "aws_account_id.dkr.ecr.region.amazonaws.com/my-repo")
+    assert image_map_name(ref) == "aws_account_id.dkr.ecr.region.amazonaws.com_my-repo"
+    ecr = Registry("aws_account_id.dkr.ecr.region.amazonaws.com", single_name="dev")
+    validate_registry_host(ecr.host)
+    assert str(local_name(parse_ref("app"), ecr)) == ecr.host + "/dev"
+
+
+LOWER = "invalid reference format: repository name ({}) must be lowercase"
+GO_INVALID = [
+    ("https://github.com/docker/docker", "invalid reference format"),
+    ("docker/Docker", LOWER.format("docker/Docker")),
+    ("docker.io/docker/Docker", LOWER.format("docker/Docker")),
+    ("Uppercase:tag", LOWER.format("library/Uppercase")),
+    ("test:5000/Uppercase/lowercase:tag", LOWER.format("Uppercase/lowercase")),
+    ("-docker", "invalid reference format"),
+    ("-docker/docker", "invalid reference format"),
+    ("-docker.io/docker/docker", "invalid reference format"),
+    ("docker-/docker", "invalid reference format"),
+    ("-docker-/docker", "invalid reference format"),
+    ("docker///docker", "invalid reference format"),
+    ("docker.io/docker///docker", "invalid reference format"),
+    ("[fc00::1]", "invalid reference format"),
+    ("[fc00::1]:5000", "invalid reference format"),
+    ("fc00::1:5000/debian", "invalid reference format"),
+    ("[fe80::1%eth0]:5000/debian", "invalid reference format"),
+    ("[2001:db8:3:4::192.0.2.33]:5000/debian", "invalid reference format"),
+    (HEX64, f"invalid repository name ({HEX64}), cannot specify 64-byte hexadecimal strings"),
+    ("____/____", "invalid reference format"),
+    ("_docker/_docker", "invalid reference format"),
+    ("dock..er/docker", "invalid reference format"),
+    ("dock_.er/docker", "invalid reference format"),
+    ("dock-.er/docker", "invalid reference format"),
+    ("docker/", "invalid reference format"),
+    (":justtag", "invalid reference format"),
+    (f"@sha256:{'f' * 64}", "invalid reference format"),
+    (f"repo@sha256:{'f' * 34}", "invalid checksum digest length"),
+    (f"validname@invaliddigest:{'f' * 64}", "unsupported digest algorithm"),
+    ("aa/asdf$$^/aa", "invalid reference format"),
+    ("a/" * 128 + "a:tag", "repository name must not be more than 255 characters"),
+    (
+        "x" * 64 + "_is_not_a_valid_namespace/" + "y" * 192,
+        "repository name must not be more than 255 characters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), GO_INVALID)
+def test_parse_ref_refuses_what_go_refuses(text: str, message: str) -> None:
+    with pytest.raises(RefError) as caught:
+        parse_ref(text)
+    assert str(caught.value) == message
