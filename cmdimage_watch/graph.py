@@ -46,6 +46,7 @@ class Index:
     image_maps: dict[str, models.ImageMap] = field(default_factory=dict)
     image_map_locs: dict[str, Loc] = field(default_factory=dict)
     clusters: dict[str, models.Cluster] = field(default_factory=dict)
+    invalid_clusters: dict[str, str] = field(default_factory=dict)  # name -> its error
     file_watches: dict[str, models.FileWatch] = field(default_factory=dict)
     file_watch_locs: dict[str, Loc] = field(default_factory=dict)
     publishers: dict[str, str] = field(default_factory=dict)  # image map -> CmdImage
@@ -97,6 +98,30 @@ class Index:
     def cluster(self, image: Image) -> models.Cluster | None:
         return self.clusters.get(image.cluster)
 
+    def cluster_problem(self, image: Image) -> str:
+        """Why `image` cannot build for its cluster (Tilt refuses these before any build),
+        or "": the Cluster is missing or invalid, or its registry makes the ref invalid."""
+        name = image.cluster
+        if name in self.invalid_clusters:  # even with a last good one kept: nothing builds
+            return f"waiting for cluster {name}: {self.invalid_clusters[name]}"
+        cluster = self.clusters.get(name)
+        if cluster is None:
+            if name == "default":
+                return ""
+            return f"waiting for cluster {name}: no Cluster object has that name"
+        misfit = self.registry_misfit(image)
+        return f"waiting for cluster {name}: {misfit}" if misfit else ""
+
+    def registry_misfit(self, image: Image) -> str:
+        """Why the registry of `image`'s cluster makes no valid name of its ref (Tilt's
+        NewRefSet), or ""."""
+        cluster = self.clusters.get(image.cluster)
+        try:
+            refs.validate_ref_set(image.ref, cluster.registry if cluster else None)
+        except refs.RefError as err:
+            return f"spec.ref: {err}"
+        return ""
+
     def unknown_map_reason(self, map_name: str) -> str:
         reason = f"waiting for image map {map_name}: no CmdImage publishes it and no ImageMap"
         reason += " declares it"
@@ -124,6 +149,8 @@ def build_index(files: Iterable[SpecFile]) -> Index:
             _mark_duplicates(index, kind, name, entries)
         elif entries[0].obj is not None:
             _add(index, entries[0])
+        elif kind == "Cluster" and name:
+            index.invalid_clusters[name] = entries[0].error
     _mark_double_publishers(index)
     _mark_cycles(index)
     return index
@@ -142,6 +169,8 @@ def _add(index: Index, entry: Entry) -> None:
     obj = entry.obj
     if entry.error:
         index.kept.add(entry.loc)
+        if entry.kind == "Cluster":
+            index.invalid_clusters[entry.name] = entry.error
     if isinstance(obj, models.CmdImage):
         index.images[entry.name] = _image(obj, entry.loc)
     elif isinstance(obj, models.ImageMap):

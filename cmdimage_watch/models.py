@@ -234,17 +234,34 @@ class ClusterConnection(Model):
 
 
 class RegistryHosting(Model):
-    host: str
+    """Tilt's RegistryHosting, validated as its Validate does: `host` is required once a
+    defaultRegistry is given at all, and `host` and `hostFromContainerRuntime` must each be
+    a registry docker reads `<host>/fake` in."""
+
+    host: str = Field(default="", validate_default=True)
     host_from_container_runtime: str = ""
     host_from_cluster_network: str = ""
     help: str = ""
     single_name: str = ""
 
-    @field_validator("host", "host_from_container_runtime", "host_from_cluster_network")
+    @field_validator("host")
+    @classmethod
+    def _host_is_given(cls, value: str) -> str:
+        if not value:
+            raise ValueError(
+                "Required value: the registry host that images are pushed to (such as "
+                "localhost:5000); hostFromContainerRuntime and singleName only add to it"
+            )
+        return value
+
+    @field_validator("host", "host_from_container_runtime")
     @classmethod
     def _is_a_registry(cls, value: str) -> str:
-        if value:  # docker must take `<host>/<name>` as a name in that registry
-            refs.local_name(refs.parse_ref("probe"), refs.Registry(value))
+        if value:
+            try:
+                refs.validate_registry_host(value)
+            except refs.RefError as err:
+                raise ValueError(f'Invalid value: "{value}": {err}') from None
         return value
 
     @field_validator("single_name")

@@ -264,27 +264,33 @@ def _remove(path: Path) -> None:
 
 
 def problems(index: Index) -> list[str]:
-    """Every error in the tree as `file:line:col: message`, in file order."""
+    """Every error in the tree as `file:line:col: message`, one per problem, in file order."""
     found: list[str] = []
     for spec_file in index.files.values():
         if spec_file.error:
             found.append(spec_file.error)
         for entry in spec_file.entries:
-            problem = index.problem(entry)
-            if problem:
-                found.append(problem.removeprefix("invalid spec: "))
+            if entry.problems:
+                found.extend(entry.problems)
+            elif index.problem(entry):
+                found.append(index.problem(entry).removeprefix("invalid spec: "))
             elif entry.kind == "CmdImage":
-                found.extend(_unresolved(index, entry.name))
+                found.extend(_unresolved(index, entry))
     return found
 
 
-def _unresolved(index: Index, name: str) -> list[str]:
-    image = index.images[name]
+def _unresolved(index: Index, entry: specfiles.Entry) -> list[str]:
+    image = index.images[entry.name]
     found = [
-        f"{image.loc}: spec.imageMaps: {index.unknown_map_reason(m)}"
-        for m in image.spec.image_maps
+        f"{entry.at(f'spec.imageMaps[{i}]')}: spec.imageMaps[{i}]: {index.unknown_map_reason(m)}"
+        for i, m in enumerate(image.spec.image_maps)
         if m not in index.publishers and m not in index.image_maps
     ]
+    if image.cluster in index.invalid_clusters:
+        return found  # the Cluster's own problems are listed at its fields
     if image.cluster != "default" and image.cluster not in index.clusters:
-        found.append(f"{image.loc}: spec.cluster: no Cluster named {image.cluster}")
+        where = entry.at("spec.cluster")
+        found.append(f"{where}: spec.cluster: no Cluster named {image.cluster}")
+    elif misfit := index.registry_misfit(image):
+        found.append(f"{entry.at('spec.ref')}: {misfit}")
     return found

@@ -149,10 +149,10 @@ class Reconciler:
         blocked = self.index.blocked(image.name)
         if blocked:
             raise Wait(blocked)
-        cluster = self.index.cluster(image)
-        if cluster is None and image.cluster != "default":
-            raise Wait(f"waiting for cluster {image.cluster}: no Cluster object has that name")
-        return cluster
+        problem = self.index.cluster_problem(image)
+        if problem:
+            raise Wait(problem)
+        return self.index.cluster(image)
 
     def _resolve_maps(self, image: Image) -> list[tuple[str, models.ImageMapStatus]]:
         resolved = []

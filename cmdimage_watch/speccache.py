@@ -82,6 +82,8 @@ def _encode(loaded: SpecFile) -> dict[str, Any]:
             if e.obj is not None
             else None,
             "error": e.error,
+            "problems": list(e.problems),
+            "marks": [list(m) for m in e.marks],
         }
         for e in loaded.entries
     ]
@@ -92,5 +94,9 @@ def _decode(path: Path, record: dict[str, Any]) -> SpecFile:
     entries = []
     for e in record["entries"]:
         obj = models.MODELS[e["kind"]].model_validate(e["obj"]) if e["obj"] is not None else None
-        entries.append(Entry(e["kind"], e["name"], Loc(path, *e["at"]), obj, e["error"]))
+        marks = tuple((str(m[0]), int(m[1]), int(m[2])) for m in e["marks"])
+        at = Loc(path, *e["at"])
+        entries.append(
+            Entry(e["kind"], e["name"], at, obj, e["error"], tuple(e["problems"]), marks)
+        )
     return SpecFile(path, tuple(entries), record["error"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
@@ -45,13 +46,29 @@ class Loc:
 
 @dataclass(frozen=True)
 class Entry:
-    """One Tilt object of a spec file: valid (`obj` set) or not (`error` set)."""
+    """One Tilt object of a spec file: valid (`obj` set) or not (`error` set).
+
+    `error` is short (the first problem, and how many more), for a status's reason;
+    `problems` has every one, `file:line:col: field: message`, in file order, for `validate`.
+    `marks` are where the fields of `metadata` and `spec` stand, so that a later check (an
+    unknown Cluster, a registry that makes the ref too long) can point at its field."""
 
     kind: str
     name: str
     loc: Loc
     obj: models.TiltObject | None = None
     error: str = ""
+    problems: tuple[str, ...] = field(default=(), compare=False)
+    marks: tuple[tuple[str, int, int], ...] = field(default=(), compare=False, repr=False)
+
+    def at(self, field_path: str) -> Loc:
+        """Where `spec.cluster` (or its nearest marked parent) stands; else the object."""
+        found = {name: (line, column) for name, line, column in self.marks}
+        while field_path:
+            if field_path in found:
+                return Loc(self.loc.path, *found[field_path])
+            field_path = field_path.rpartition("[" if field_path.endswith("]") else ".")[0]
+        return self.loc
 
 
 @dataclass(frozen=True)
@@ -354,11 +371,25 @@ def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry
     model = models.MODELS[kind]
     if model is not models.ImageMap:
         value = {k: v for k, v in value.items() if k != "status"}  # only ImageMaps keep one
+    marks = _marks(doc, at)
     try:
         obj = model.model_validate(value, by_name=False)  # Tilt's camelCase names only
     except ValidationError as exc:
-        return Entry(kind, name, loc, error=_invalid(exc, doc, at, model))
-    return Entry(kind, name, loc, obj)
+        short, every = _invalid(exc, doc, at, model)
+        return Entry(kind, name, loc, error=short, problems=every, marks=marks)
+    return Entry(kind, name, loc, obj, marks=marks)
+
+
+MARKED_DEPTH = 3  # `spec.defaultRegistry.host`, `spec.imageMaps[0]`
+
+
+def _marks(doc: _Doc, at: tuple[str | int, ...]) -> tuple[tuple[str, int, int], ...]:
+    found = []
+    for key, loc in doc.positions.items():
+        inner = key[len(at) :]
+        if key[: len(at)] == at and 0 < len(inner) <= MARKED_DEPTH:
+            found.append((specerrors.field_path(inner), loc.line, loc.column))
+    return tuple(found)
 
 
 # --- validation errors with positions and hints ----------------------------------------
@@ -366,15 +397,24 @@ def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry
 
 def _invalid(
     exc: ValidationError, doc: _Doc, at: tuple[str | int, ...], model: type[BaseModel]
-) -> str:
+) -> tuple[str, tuple[str, ...]]:
+    """The short reason (first problem, and how many more) and every problem in file order."""
     errors = exc.errors(include_url=False)
     # An unknown key first: `arg:` for `args:` also makes `args` missing; the hint explains both.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     more = exc.error_count() - 1
-    where = doc.locate(at + tuple(first["loc"]))
     suffix = f" (+{more} more)" if more else ""
-    field = specerrors.field_path(first["loc"])
-    return f"invalid spec: {where}: {field}: {specerrors.describe(first, model)}{suffix}"
+    placed = sorted(
+        ((doc.locate(at + tuple(e["loc"])), i) for i, e in enumerate(errors)),
+        key=lambda pair: (pair[0].line, pair[0].column, pair[1]),
+    )
+    every = tuple(dict.fromkeys(_problem(loc, errors[i], model) for loc, i in placed))
+    short = _problem(doc.locate(at + tuple(first["loc"])), first, model)
+    return f"invalid spec: {short}{suffix}", every
+
+
+def _problem(where: Loc, error: ErrorDetails, model: type[BaseModel]) -> str:
+    return f"{where}: {specerrors.field_path(error['loc'])}: {specerrors.describe(error, model)}"
 
 
 def _type_name(value: Any) -> str:

@@ -159,7 +159,41 @@ def test_cluster_registry_and_docker_host() -> None:
     bare = cluster({})
     assert bare.registry is None
     assert bare.docker_host == ""
-    assert cluster({"defaultRegistry": {"host": ""}}).registry is None
+
+
+@pytest.mark.parametrize(
+    ("registry", "field", "message"),
+    [  # Tilt's RegistryHosting.Validate, field by field
+        ({"host": ""}, "host", "Required value"),
+        ({"singleName": "app"}, "host", "Required value"),
+        ({"hostFromContainerRuntime": "registry:5000"}, "host", "Required value"),
+        (
+            {"host": "invalid"},
+            "host",
+            'Invalid value: "invalid": repository name must be canonical',
+        ),
+        ({"host": "foo/bar/baz"}, "host", 'Invalid value: "foo/bar/baz": repository name'),
+        (
+            {"host": "localhost:5000", "hostFromContainerRuntime": "registry"},
+            "hostFromContainerRuntime",
+            'Invalid value: "registry": repository name must be canonical',
+        ),
+    ],
+)
+def test_cluster_registry_refused_as_tilt_refuses_it(
+    registry: dict[str, str], field: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        cluster({"defaultRegistry": registry})
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("spec", "defaultRegistry", field)
+    assert error["msg"].removeprefix("Value error, ").startswith(message)
+
+
+def test_cluster_registry_hosts_tilt_accepts() -> None:
+    ecr = "aws_account_id.dkr.ecr.us-east-1.amazonaws.com"
+    for host in ("localhost:5000", "gcr.io/my-project", "[::1]:5000", ecr):
+        assert cluster({"defaultRegistry": {"host": host}}).registry == refs.Registry(host)
 
 
 def test_every_kind_has_a_model_and_lists_name_their_items() -> None:

@@ -488,6 +488,24 @@ def test_invalid_cmdimage_names_file_line_column_and_field(
     assert entry_error(tmp_path, HEAD + spec) == f"invalid spec: {path}:{expected}"
 
 
+def test_every_problem_of_an_object_is_listed_at_its_field_in_file_order(tmp_path: Path) -> None:
+    spec = "  zzz: 1\n  ref: App\n  args: []\n  outputTag: -v1\n"
+    entry = only_entry(load_spec_file(write(tmp_path, HEAD + spec)))
+    path = tmp_path / "app.yaml"
+    assert entry.error == f"invalid spec: {path}:6:3: spec.zzz: unknown field (+3 more)"
+    assert entry.problems == (
+        f"{path}:6:3: spec.zzz: unknown field",
+        f"{path}:7:3: spec.ref: invalid reference format: repository name (library/App) must "
+        "be lowercase",
+        f"{path}:8:3: spec.args: List should have at least 1 item after validation, not 0",
+        f'{path}:9:3: spec.outputTag: invalid tag "-v1": a tag is up to 128 letters, digits, '
+        '"_", "." and "-", not starting with "." or "-"',
+    )
+    assert entry.at("spec.args") == Loc(path, 8, 3)
+    assert entry.at("spec.args[0]") == Loc(path, 8, 3)  # no item: its list
+    assert entry.at("spec.cluster") == Loc(path, 5, 1)  # not written: its parent, spec
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
