@@ -67,31 +67,40 @@ STATE_FOLDER = ".cmdimage-watch"
 
 def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list[str]]:
     """`[DIR] NAME...`: the first argument is the tree when it looks like a path (`app/`,
-    `.`, `../x`), or when it is a folder, a name follows it, and the current folder is not
-    itself a tree of ours; otherwise every argument is an image name in `.`. A lone word
-    is a name: `build web` must not build the folder web/ as a tree of its own."""
+    `.`, `../x`), or when it is a folder of spec files and `.` has no image of that name;
+    otherwise every argument is an image name in `.`. Where both readings hold, a name
+    follows, or `.` was used as a tree before, settle it; only `build WORD` asks."""
     args = list(args or ())
-    if args and (_looks_like_path(args[0]) or (len(args) > 1 and _may_be_tree(args[0]))):
+    if args and (_looks_like_path(args[0]) or _is_tree(args, need_names)):
         return Path(args[0]).expanduser(), args[1:]
     if need_names and not args:
         typer.echo("error: name at least one image", err=True)
         raise typer.Exit(2)
-    if len(args) == 1 and not need_names and _may_be_tree(args[0]):
-        word = args[0]
-        typer.echo(
-            f"error: {word} is a folder, and . is no tree of ours yet: write {word}/ to build "
-            f"the folder as a tree, or `. {word}` to build the image {word} of the tree .",
-            err=True,
-        )
-        raise typer.Exit(2)
     return Path(), args
 
 
-def _may_be_tree(word: str) -> bool:
-    """A folder, where the current folder has never been a tree. Followed by a name, it is
-    the tree; alone, `build` asks: walking `.` to look for an image (a home folder) costs
-    more than asking."""
-    return Path(word).is_dir() and not Path(STATE_FOLDER).is_dir()
+def _is_tree(args: list[str], need_names: bool) -> bool:
+    word = args[0]
+    if not Path(word).is_dir():
+        return False
+    index = project.load(Path.cwd())
+    folder = Path.cwd() / word
+    if not any(folder in path.parents for path in index.files):
+        return False  # a folder with no spec files: a name
+    if not any(
+        e.kind == "CmdImage" and e.name == word for f in index.files.values() for e in f.entries
+    ):
+        return True  # `build sample-project` from a checkout's root
+    if Path(STATE_FOLDER).is_dir() or (need_names and len(args) == 1):
+        return False  # `.` is the tree in use; `wait app` needs a name
+    if len(args) > 1:
+        return True  # `build app web`: the folder, and an image of it
+    typer.echo(
+        f"error: {word} is both a folder of spec files and an image of the tree .: write "
+        f"{word}/ to build the folder as a tree, or `. {word}` to build the image {word}",
+        err=True,
+    )
+    raise typer.Exit(2)
 
 
 def _looks_like_path(arg: str) -> bool:

@@ -2,9 +2,13 @@
 # A real Docker engine and a real registry for the tests, all state in one folder.
 #
 #   scripts/services.sh install   Debian packages (docker.io, docker-registry, busybox-static, tmux, entr)
-#   scripts/services.sh start     engine + registry + busybox base image; idempotent
-#   scripts/services.sh stop      stop both by pid, unmount leftovers; idempotent
-#   scripts/services.sh env       print DOCKER_HOST / CIW_REGISTRY: eval "$(scripts/services.sh env)"
+#   scripts/services.sh start     two engines + registry + busybox base image; idempotent
+#   scripts/services.sh stop      stop all three by pid, unmount leftovers; idempotent
+#   scripts/services.sh env       print DOCKER_HOST / CIW_DOCKER_HOST_2 / CIW_REGISTRY:
+#                                 eval "$(scripts/services.sh env)"
+#
+# The second engine stands for a shared or remote one (a Cluster's connection.docker.host): its
+# own data, on a loopback TCP port (CIW_ENGINE2_PORT, default 23750), never on another address.
 #
 # Nothing goes to /etc or /var/lib: see /work/shared/REAL-DOCKER.md for why each flag is here.
 set -euo pipefail
@@ -13,8 +17,9 @@ set -euo pipefail
 # CIW_SERVICES_DIR and CIW_REGISTRY_PORT let a second checkout run its own pair.
 D="${CIW_SERVICES_DIR:-/tmp/cmdimage-watch-services}"
 SOCK="$D/docker.sock"
-DOCKERD_PIDFILE="$D/exec/dockerd.pid"
-CONTAINERD_PIDFILE="$D/exec/containerd/containerd.pid"
+ENGINE1_HOST="unix://$SOCK"
+ENGINE2_DIR="$D/engine2"
+ENGINE2_HOST="tcp://127.0.0.1:${CIW_ENGINE2_PORT:-23750}"
 REGISTRY_PIDFILE="$D/registry.pid"
 REGISTRY_PORT="${CIW_REGISTRY_PORT:-5000}"
 REGISTRY_LISTEN="127.0.0.1:$REGISTRY_PORT"
@@ -29,10 +34,12 @@ STOP_TIMEOUT_S=15
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
+# docker_cli HOST ARGS...
 docker_cli() {
-  local cli=/usr/bin/docker  # the 20.10 CLI from docker.io, matching the engine
+  local host=$1 cli=/usr/bin/docker  # the 20.10 CLI from docker.io, matching the engine
+  shift
   [[ -x $cli ]] || cli=/usr/local/bin/docker
-  DOCKER_HOST="unix://$SOCK" "$cli" "$@"
+  DOCKER_HOST="$host" "$cli" "$@"
 }
 
 # --- install -----------------------------------------------------------------------------
@@ -103,61 +110,78 @@ stop_pidfile() {
   rm -f "$file"
 }
 
-# --- engine --------------------------------------------------------------------------------
+# --- engines -------------------------------------------------------------------------------
+# Each engine is a folder (data root, exec root, pidfile, log) and the address it listens on.
+# Engine 1 keeps its files in $D itself, where earlier versions of this script put them.
 
 engine_answers() {
-  curl -fsS --max-time 2 --unix-socket "$SOCK" http://docker/_ping >/dev/null 2>&1
+  local host=$1
+  case $host in
+    unix://*) curl -fsS --max-time 2 --unix-socket "${host#unix://}" http://docker/_ping ;;
+    tcp://*) curl -fsS --max-time 2 "http://${host#tcp://}/_ping" ;;
+  esac >/dev/null 2>&1
 }
 
-# start_dockerd DRIVER: true once the engine answers _ping; false if it exits or times out.
+# start_dockerd DIR HOST DRIVER: true once the engine answers _ping; false if it exits or times out.
 start_dockerd() {
-  local driver=$1
-  printf '{"deprecated-key-path": "%s/key.json"}\n' "$D" >"$D/daemon.json"
-  mkdir -p "$D/root" "$D/exec"
+  local dir=$1 host=$2 driver=$3
+  printf '{"deprecated-key-path": "%s/key.json"}\n' "$dir" >"$dir/daemon.json"
+  mkdir -p "$dir/root" "$dir/exec"
   # setsid + closed stdio: the engine must outlive this script and not hold its pipes open,
   # nor the start lock (fd 9), which would keep every later start waiting.
-  setsid /usr/sbin/dockerd --config-file "$D/daemon.json" --storage-driver="$driver" \
+  setsid /usr/sbin/dockerd --config-file "$dir/daemon.json" --storage-driver="$driver" \
     --iptables=false --ip6tables=false --bridge=none \
-    --data-root "$D/root" --exec-root "$D/exec" --pidfile "$DOCKERD_PIDFILE" \
-    --host "unix://$SOCK" </dev/null >"$D/dockerd.log" 2>&1 9>&- &
+    --data-root "$dir/root" --exec-root "$dir/exec" --pidfile "$dir/exec/dockerd.pid" \
+    --host "$host" </dev/null >"$dir/dockerd.log" 2>&1 9>&- &
   local pid=$!
-  if wait_until "$READY_TIMEOUT_S" "$pid" engine_answers; then
-    echo "$driver" >"$D/storage-driver"
+  if wait_until "$READY_TIMEOUT_S" "$pid" engine_answers "$host"; then
+    echo "$driver" >"$dir/storage-driver"
     return 0
   fi
   terminate "$pid" dockerd
-  stop_engine
+  stop_engine "$dir"
   return 1
 }
 
+# ensure_engine DIR HOST
 ensure_engine() {
-  if live_pid "$DOCKERD_PIDFILE" dockerd >/dev/null && engine_answers; then return 0; fi
-  stop_engine
+  local dir=$1 host=$2
+  mkdir -p "$dir"
+  if live_pid "$dir/exec/dockerd.pid" dockerd >/dev/null && engine_answers "$host"; then
+    return 0
+  fi
+  stop_engine "$dir"
+  [[ $host != tcp://* ]] || ! engine_answers "$host" \
+    || die "something else answers on $host; stop it, or set CIW_ENGINE2_PORT, and retry"
   # overlay2 is ten times faster on RUN steps; vfs works on any filesystem. The driver that
   # worked last time goes first, so its images stay visible.
   local first second
-  first=$(cat "$D/storage-driver" 2>/dev/null || echo overlay2)
+  first=$(cat "$dir/storage-driver" 2>/dev/null || echo overlay2)
   second=$([[ $first == vfs ]] && echo overlay2 || echo vfs)
-  start_dockerd "$first" && return 0
-  mv "$D/dockerd.log" "$D/dockerd-$first.log"
-  log "dockerd --storage-driver=$first failed (see $D/dockerd-$first.log); trying $second"
-  start_dockerd "$second" && return 0
-  log "dockerd did not answer within ${READY_TIMEOUT_S}s; last lines of $D/dockerd.log:"
-  tail -n 20 "$D/dockerd.log" >&2
+  start_dockerd "$dir" "$host" "$first" && return 0
+  mv "$dir/dockerd.log" "$dir/dockerd-$first.log"
+  log "dockerd --storage-driver=$first failed (see $dir/dockerd-$first.log); trying $second"
+  start_dockerd "$dir" "$host" "$second" && return 0
+  log "dockerd did not answer within ${READY_TIMEOUT_S}s; last lines of $dir/dockerd.log:"
+  tail -n 20 "$dir/dockerd.log" >&2
   exit 1
 }
 
+# stop_engine DIR
 stop_engine() {
-  stop_pidfile "$DOCKERD_PIDFILE" dockerd
+  local dir=$1
+  stop_pidfile "$dir/exec/dockerd.pid" dockerd
   # dockerd normally stops its own containerd; this catches one left by a SIGKILLed engine.
-  stop_pidfile "$CONTAINERD_PIDFILE" containerd
-  unmount_all
+  stop_pidfile "$dir/exec/containerd/containerd.pid" containerd
+  unmount_under "$dir/root"
+  unmount_under "$dir/exec"
 }
 
-# Deepest first, so parents are not busy when their turn comes.
-unmount_all() {
+# unmount_under PATH: every mount at or below PATH, deepest first, so parents are not busy
+# when their turn comes.
+unmount_under() {
   local mnt
-  awk -v d="$D" 'index($2, d "/") == 1 || $2 == d { print $2 }' /proc/mounts \
+  awk -v d="$1" 'index($2, d "/") == 1 || $2 == d { print $2 }' /proc/mounts \
     | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2- \
     | while read -r mnt; do
       umount "$mnt" 2>/dev/null || umount -l "$mnt" || log "could not unmount $mnt"
@@ -203,8 +227,10 @@ ensure_registry() {
 # --- base image ----------------------------------------------------------------------------
 
 # Nothing can be pulled here (no DNS), so the base image is busybox-static, imported.
+# ensure_base_image HOST
 ensure_base_image() {
-  docker_cli image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+  local host=$1
+  docker_cli "$host" image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
   local rootfs applet
   rootfs=$(mktemp -d "$D/rootfs.XXXXXX")
   mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc" "$rootfs/root"
@@ -214,15 +240,15 @@ ensure_base_image() {
     [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
   done
   tar -C "$rootfs" --numeric-owner --owner=0 --group=0 -cf - . \
-    | docker_cli import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
+    | docker_cli "$host" import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
 }
 
 # --- commands ------------------------------------------------------------------------------
 
 write_env() {
-  printf 'export DOCKER_HOST=unix://%s\nexport CIW_REGISTRY=%s\n' "$SOCK" "$REGISTRY_HOST" \
-    >"$D/env.tmp"
+  printf 'export DOCKER_HOST=%s\nexport CIW_DOCKER_HOST_2=%s\nexport CIW_REGISTRY=%s\n' \
+    "$ENGINE1_HOST" "$ENGINE2_HOST" "$REGISTRY_HOST" >"$D/env.tmp"
   mv "$D/env.tmp" "$D/env"
 }
 
@@ -236,9 +262,11 @@ cmd_start() {
   # start an engine: the second waits here for the first.
   exec 9>"$D/start.lock"
   flock 9
-  ensure_engine
+  ensure_engine "$D" "$ENGINE1_HOST"
+  ensure_engine "$ENGINE2_DIR" "$ENGINE2_HOST"
   ensure_registry
-  ensure_base_image
+  ensure_base_image "$ENGINE1_HOST"
+  ensure_base_image "$ENGINE2_HOST"
   write_env
   exec 9>&-
 }
@@ -247,7 +275,8 @@ cmd_stop() {
   [[ -d $D ]] || return 0
   rm -f "$D/env"
   stop_pidfile "$REGISTRY_PIDFILE" docker-registry
-  stop_engine
+  stop_engine "$ENGINE2_DIR"
+  stop_engine "$D"
 }
 
 cmd_env() {

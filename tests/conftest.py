@@ -43,9 +43,20 @@ def ping_engine(host: str) -> None:
 @pytest.fixture(scope="session")
 def docker_host() -> str:
     """The engine's address from DOCKER_HOST, checked with a ping."""
-    host = os.environ.get("DOCKER_HOST", "")
+    return _engine_from("DOCKER_HOST")
+
+
+@pytest.fixture(scope="session")
+def second_docker_host() -> str:
+    """The second engine (a shared or remote one, on a loopback TCP port) from
+    CIW_DOCKER_HOST_2, checked with a ping."""
+    return _engine_from("CIW_DOCKER_HOST_2")
+
+
+def _engine_from(variable: str) -> str:
+    host = os.environ.get(variable, "")
     if not host:
-        pytest.fail(f"DOCKER_HOST is not set, so no Docker engine: {FIX}", pytrace=False)
+        pytest.fail(f"{variable} is not set, so no Docker engine: {FIX}", pytrace=False)
     try:
         ping_engine(host)
     except OSError as exc:

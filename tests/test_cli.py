@@ -60,6 +60,51 @@ def test_a_lone_folder_name_for_build_in_a_tree_never_used_is_asked_about(
     assert _dir_and_names(["web"], need_names=False) == (Path(), ["web"])  # no such folder
 
 
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout's root, as a newcomer has it: `sample/` holds the specs (its images have
+    other names) and the checkout has YAML of its own that is no spec."""
+    write(tmp_path / "sample" / "base" / "base.yaml", cmdimage("sample-base"))
+    write(tmp_path / ".ci" / "config.yaml", "jobs: [test]")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("need_names", [False, True])
+def test_a_folder_of_spec_files_named_like_no_image_of_dot_is_the_tree(
+    checkout: Path, need_names: bool
+) -> None:
+    assert _dir_and_names(["sample", "sample-base"], need_names) == (
+        Path("sample"),
+        ["sample-base"],
+    )
+    assert _dir_and_names(["sample"], need_names=False) == (Path("sample"), [])
+    (checkout / ".cmdimage-watch").mkdir()  # `.` used as a tree before changes nothing here
+    assert _dir_and_names(["sample"], need_names=False) == (Path("sample"), [])
+
+
+def test_a_folder_without_spec_files_is_a_name(checkout: Path) -> None:
+    (checkout / "docs").mkdir()
+    assert _dir_and_names(["docs"], need_names=False) == (Path(), ["docs"])
+
+
+def test_build_status_and_wait_take_a_folder_of_spec_files_as_the_tree(checkout: Path) -> None:
+    write(
+        checkout / "sample" / "base" / "base.yaml",
+        cmdimage("sample-base", args=["true"], outputMode="remote"),
+    )
+    built = cli(checkout, "build", "sample")
+    assert built.returncode == 0, built.stderr
+    assert "sample-base built: " in built.stderr
+    assert (checkout / "sample" / "base" / "base.status.yaml").is_file()
+    assert not (checkout / ".cmdimage-watch").exists()  # nothing written into `.`
+    shown = cli(checkout, "status", "sample")
+    assert shown.returncode == 0
+    assert "sample-base" in shown.stdout
+    waited = cli(checkout, "wait", "sample", "sample-base", "--timeout", "5")
+    assert (waited.returncode, waited.stderr) == (0, "")
+
+
 def test_names_are_required_where_the_command_needs_them(here: Path) -> None:
     with pytest.raises(typer.Exit) as exit_:
         _dir_and_names([], need_names=True)

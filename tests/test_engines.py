@@ -1,0 +1,105 @@
+"""A Cluster's `connection.docker.host` moves builds to another engine (SPEC §2): proven with
+two real engines, the default one and a second `dockerd` on a loopback TCP port, which
+`scripts/services.sh` starts. The build command gets that DOCKER_HOST, and the daemon's own
+inspect, retag and push go there too; the first engine never sees the image.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from cmdimage_watch.statusfiles import read_status_file
+from tests.conftest import remove_images
+from tests.daemon_harness import cli, daemon_env
+from tests.helpers import cluster, cmdimage, write
+
+BUILD = (
+    'echo "$DOCKER_HOST" > {seen} && docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
+)
+
+
+@pytest.fixture
+def second_client(second_docker_host: str) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=second_docker_host, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def tree_for(tmp_path: Path, engine: str, registry: str, uid: str) -> tuple[Path, Path]:
+    """A tree with one image of Cluster `default` on `engine`; the spec file and where its
+    command writes the DOCKER_HOST it was given."""
+    root, seen = tmp_path / "tree", tmp_path / "seen"
+    app = root / "app"
+    app.mkdir(parents=True)
+    (app / "Dockerfile").write_text(f"FROM cmdimage-watch/busybox:latest\nRUN echo {uid}\n")
+    spec = write(
+        app / "app.yaml",
+        cluster(defaultRegistry={"host": registry}, connection={"docker": {"host": engine}}),
+        cmdimage("app", uid, args=["sh", "-c", BUILD.format(seen=seen)]),
+    )
+    return spec, seen
+
+
+def test_a_cluster_on_a_second_engine_builds_tags_and_pushes_there(
+    tmp_path: Path,
+    docker_host: str,
+    second_docker_host: str,
+    docker_client: docker.DockerClient,
+    second_client: docker.DockerClient,
+    registry_host: str,
+) -> None:
+    uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
+    spec, seen = tree_for(tmp_path, second_docker_host, registry_host, uid)
+    try:
+        result = cli("build", spec.parent.parent, env=daemon_env(docker_host), timeout=120)
+
+        assert result.returncode == 0, result.stderr
+        assert seen.read_text().strip() == second_docker_host
+        image_doc = read_status_file(spec.with_name("app.status.yaml"))[1]
+        ref = image_doc["status"]["ref"]
+        assert ref.startswith(f"{registry_host}/{uid}:tilt-")
+        built = second_client.images.get(ref)  # content-tagged in the second engine
+        assert ref.endswith(built.id.removeprefix("sha256:")[:16])
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(ref)  # and never in the first
+        assert not [t for i in docker_client.images.list() for t in i.tags if uid in t]
+        tags_url = f"http://{registry_host}/v2/{uid}/tags/list"
+        with urllib.request.urlopen(tags_url, timeout=10) as response:
+            pushed = json.load(response)["tags"]
+        assert ref.rpartition(":")[2] in pushed  # pushed by the second engine
+    finally:
+        remove_images(second_client, uid)
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_cluster_engine_that_is_down_is_named_in_the_error(
+    tmp_path: Path, docker_host: str, registry_host: str
+) -> None:
+    address = f"tcp://127.0.0.1:{unused_port()}"
+    uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
+    spec, seen = tree_for(tmp_path, address, registry_host, uid)
+
+    result = cli("build", spec.parent.parent, env=daemon_env(docker_host), timeout=120)
+
+    assert result.returncode == 1
+    assert seen.read_text().strip() == address
+    error = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]["completed"]["error"]
+    assert f"Docker engine at {address} is not reachable: " in error
+    assert "Connection refused" in error
