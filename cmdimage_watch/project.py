@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cmdimage_watch import models, sources, specfiles, status, statusfiles
 from cmdimage_watch.graph import Index, build_index
+from cmdimage_watch.regularfiles import NotRegularFile, read_regular
 from cmdimage_watch.sources import Inputs
 
 YAML_SUFFIXES = tuple(statusfiles.STATUS_SUFFIXES)
@@ -256,9 +257,10 @@ def _spec_of(status_path: Path) -> Path:
 def _remove(path: Path) -> None:
     """Only what we wrote: a user's own `health.status.yaml` is none of our business."""
     try:
-        with path.open("rb") as f:
-            if f.read(len(statusfiles.STATUS_HEADER)) == statusfiles.STATUS_HEADER:
-                path.unlink()
+        if read_regular(path, len(statusfiles.STATUS_HEADER)) == statusfiles.STATUS_HEADER:
+            path.unlink()
+    except NotRegularFile:
+        return  # a FIFO or folder of that name is not ours
     except OSError as exc:
         logger.error("could not remove the stale status file {}: {}", path, exc)
 

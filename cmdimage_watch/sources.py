@@ -21,9 +21,11 @@ from typing import Any
 
 import pathspec
 import watchfiles
+from loguru import logger
 
 from cmdimage_watch import models
 from cmdimage_watch.graph import Image, Index
+from cmdimage_watch.regularfiles import NotRegularFile, open_regular, read_regular
 
 EDITOR_TEMPORARIES = ("*.sw?", "*~", "4913", ".#*", "#*#", "*___jb_tmp___", "*___jb_old___")
 
@@ -129,7 +131,7 @@ def dockerignores(folder: Path, path: Path) -> bool:
 
 def _dockerignore(folder: Path) -> pathspec.PathSpec[Any]:
     try:
-        lines = (folder / ".dockerignore").read_text("utf-8").splitlines()
+        lines = read_regular(folder / ".dockerignore").decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         lines = []
     return pathspec.PathSpec.from_lines("gitignore", dockerignore_lines(lines))
@@ -176,6 +178,7 @@ class HashCache:
     reads: int = 0
     seen: set[str] = field(default_factory=set)  # asked for in this run: all that is kept
     racy: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)  # not regular files, warned about once
 
     def hash(self, path: Path) -> str | None:
         key, now = str(path), time.time_ns()
@@ -226,9 +229,14 @@ class HashCache:
         self.reads += 1
         h = hashlib.blake2b(digest_size=16)
         try:
-            with path.open("rb") as f:
+            with open_regular(path) as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
+        except NotRegularFile as exc:
+            if str(path) not in self.skipped:  # once: it is looked at on every change
+                self.skipped.add(str(path))
+                logger.warning("{}: not a source", exc)
+            return None
         except OSError:
             return None
         return h.hexdigest()

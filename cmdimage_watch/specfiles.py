@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from loguru import logger
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
@@ -25,6 +26,7 @@ from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from cmdimage_watch import models, specerrors
+from cmdimage_watch.regularfiles import NotRegularFile, open_regular
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 100
@@ -113,10 +115,16 @@ class Cache(Protocol):
 
 
 def load_spec_file(path: Path, cache: Cache | None = None) -> SpecFile:
-    """Read one file; a file with none of our objects comes back with no entries."""
+    """Read one file; a file with none of our objects comes back with no entries. A FIFO,
+    socket, device or dangling symlink is never opened for good: one warning, no entries."""
     try:
         data, size = _read(path)
+    except NotRegularFile as exc:
+        logger.warning("{}", exc)
+        return SpecFile(path)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        if path.is_symlink():
+            logger.warning("{} is a symlink to nothing ({}); skipped", path, path.readlink())
         return SpecFile(path)  # gone since whatever named it: a missing file means deleted
     except OSError as exc:
         return SpecFile(path, error=f"{Loc(path)}: cannot read the file: {exc.strerror or exc}")
@@ -141,7 +149,7 @@ def _load(path: Path, data: bytes, size: int) -> SpecFile:
 
 def _read(path: Path) -> tuple[bytes, int]:
     """At most one byte more than the limit (a huge file costs no memory), and the real size."""
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         return f.read(MAX_FILE_BYTES + 1), os.fstat(f.fileno()).st_size
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
+from cmdimage_watch.regularfiles import read_regular
 from cmdimage_watch.specfiles import MAX_FILE_BYTES, FastYAML
 
 STATUS_SUFFIXES = {".yaml": ".status.yaml", ".yml": ".status.yml"}
@@ -54,8 +55,8 @@ def render_status(spec_path: Path, documents: list[dict[str, Any]]) -> str:
 def write_if_changed(path: Path, text: str) -> bool:
     """Atomically replace `path` with `text` (temp file, fsync, rename) unless it holds it."""
     data = text.encode("utf-8")
-    try:
-        if path.read_bytes() == data:  # bytes: read_text would hide a CRLF difference
+    try:  # a FIFO or a folder in the way raises NotRegularFile: never replaced, never read
+        if read_regular(path) == data:  # bytes: read_text would hide a CRLF difference
             return False
     except FileNotFoundError:
         pass
@@ -78,10 +79,10 @@ def write_if_changed(path: Path, text: str) -> bool:
 def read_status_file(path: Path) -> list[dict[str, Any]]:
     """The documents of a status file we wrote earlier; [] when it is missing or unreadable."""
     try:
-        text = path.read_text("utf-8")
-        if len(text) > MAX_FILE_BYTES:
+        data = read_regular(path, MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
             return []
-        docs = list(FastYAML(typ="safe").load_all(text))
+        docs = list(FastYAML(typ="safe").load_all(data.decode("utf-8")))
     except (OSError, UnicodeDecodeError, YAMLError, RecursionError):
         return []
     return [d for d in docs if isinstance(d, dict)]
