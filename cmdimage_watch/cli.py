@@ -61,6 +61,7 @@ class LogFormat(enum.StrEnum):
     json = "json"
 
 
+FLAG = ""  # a flag takes no value: show none in --help (typer shows <bool>, <int> otherwise)
 DirArg = typer.Argument(Path(), help="The tree of spec files.", show_default=".")
 STATE_FOLDER = ".cmdimage-watch"
 
@@ -81,7 +82,7 @@ def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list
 
 def _is_tree(args: list[str], need_names: bool) -> bool:
     word = args[0]
-    if not Path(word).is_dir():
+    if not _is_dir(Path(word)):
         return False
     index = project.load(Path.cwd())
     folder = Path.cwd() / word
@@ -108,10 +109,32 @@ def _looks_like_path(arg: str) -> bool:
 
 
 def _root(path: Path) -> Path:
-    if not path.is_dir():
-        typer.echo(f"error: {path} is not a folder", err=True)
+    if not _is_dir(path):
+        what = "does not exist" if not _exists(path) else "is not a folder"
+        typer.echo(f"error: {_shown(path)} {what}", err=True)
         raise typer.Exit(2)
     return path.resolve()
+
+
+def _is_dir(path: Path) -> bool:
+    """`Path.is_dir`, False too for a name the system refuses (too long, say)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:
+        return False
+
+
+def _shown(path: Path | str, limit: int = 80) -> str:
+    """A path or name as an error shows it: a 300-character one is cut, not printed whole."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 def _settings(**values: object) -> Settings:
@@ -134,11 +157,13 @@ def build(
     args: list[str] = typer.Argument(
         None, metavar="[DIR] [NAME]...", help="The tree (default .); only these images."
     ),
-    force: bool = typer.Option(False, "--force", help="Build even when up to date."),
+    force: bool = typer.Option(False, "--force", help="Build even when up to date.", metavar=FLAG),
     max_parallel: int = typer.Option(3, "--max-parallel", min=1, help="Builds at once."),
     build_timeout: float = typer.Option(0, "--build-timeout", help="Seconds; 0 is none."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    verbose: int = typer.Option(
+        0, "-v", "--verbose", count=True, metavar=FLAG, help="More log lines; -vv more still."
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", metavar=FLAG, help="Warnings only."),
 ) -> None:
     """Build what is out of date once, write the statuses, exit 0 if all succeeded."""
     root, names = _dir_and_names(args, need_names=False)
@@ -208,13 +233,17 @@ def watch(
     stop_timeout: float = typer.Option(5.0, help="Seconds from SIGTERM to SIGKILL of a build."),
     build_timeout: float = typer.Option(0, help="Seconds a build may run; 0 is no limit."),
     storm_threshold: int = typer.Option(25, min=1, help="Log batches rebuilding more images."),
-    poll: bool = typer.Option(False, "--poll", help="Poll instead of inotify (WSL, NFS)."),
+    poll: bool = typer.Option(
+        False, "--poll", help="Poll instead of inotify (WSL, NFS).", metavar=FLAG
+    ),
     log_format: LogFormat = typer.Option(
         "text", help="text, or json: one JSON object per event and output line, on stdout."
     ),
-    tui: bool = typer.Option(True, help="The live table, when stdout is a terminal."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    tui: bool = typer.Option(True, help="The live table, when stdout is a terminal.", metavar=FLAG),
+    verbose: int = typer.Option(
+        0, "-v", "--verbose", count=True, metavar=FLAG, help="More log lines; -vv more still."
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", metavar=FLAG, help="Warnings only."),
 ) -> None:
     """Watch the tree and rebuild images as their inputs change (the default command)."""
     output = terminal.pick(log_format.value, tui, _level(verbose, quiet))
@@ -256,6 +285,7 @@ def trigger(
     """Ask the running daemon to rebuild these images now, up to date or not."""
     root, names = _dir_and_names(args, need_names=True)
     settings = Settings(root=_root(root))
+    _check_names(project.load(settings.root), names, root)  # a typo first, then the daemon
     if lifecycle.holder(settings.state_dir) is None:
         typer.echo(
             f"error: no cmdimage-watch is watching {settings.root}; start one with "
@@ -264,7 +294,6 @@ def trigger(
             err=True,
         )
         raise typer.Exit(1)
-    _check_names(project.load(settings.root), names, root)
     folder = settings.state_dir / "triggers"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -302,16 +331,19 @@ def wait(
 
 def _check_names(index: Index, names: list[str], root: Path) -> None:
     known = {e.name for f in index.files.values() for e in f.entries if e.kind == "CmdImage"}
+    known.discard("")  # an object with no name is reported by validate
     unknown = sorted(set(names) - known)
     if not unknown:
         return
-    message = f"error: no CmdImage named {', '.join(unknown)} in {root}"
+    message = f"error: no CmdImage named {', '.join(map(_shown, unknown))} in {root}"
     close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
     shown = sorted(known)[:10] + (["…"] if len(known) > 10 else [])
     message += f"; did you mean {' or '.join(close)}?" if close else f" (known: {', '.join(shown)})"
-    folders = [name for name in unknown if Path(name).is_dir()]
+    folders = [name for name in unknown if _is_dir(Path(name))]
     if folders:
         message += f"; to name the folder {folders[0]} as the tree, write {folders[0]}/"
+    elif len(names) > 1 and names[0] in unknown and root == Path():
+        message += f"; nor is there a folder {_shown(names[0])} to be the tree"
     typer.echo(message, err=True)
     raise typer.Exit(2)
 
@@ -319,7 +351,7 @@ def _check_names(index: Index, names: list[str], root: Path) -> None:
 @app.command("status")
 def show_status(
     root: Path = DirArg,
-    as_json: bool = typer.Option(False, "--json", help="A JSON list, for scripts."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list, for scripts.", metavar=FLAG),
 ) -> None:
     """The state of every image, from the status files (daemon running or not)."""
     index, found = _rows_on_disk(root)
@@ -371,8 +403,16 @@ COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph"}
 
 
 def main() -> None:
-    """`cmdimage-watch [DIR]` with no command is `cmdimage-watch watch [DIR]`."""
+    """`cmdimage-watch [DIR]` with no command is `cmdimage-watch watch [DIR]`; a word that
+    is no folder but close to a command is a typo of it (`buidl`), not a DIR."""
     args = sys.argv[1:]
+    if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+        typo = difflib.get_close_matches(args[0], sorted(COMMANDS), n=1, cutoff=0.6)
+        if typo and not _exists(Path(args[0])):
+            typer.echo(
+                f"error: No such command '{_shown(args[0])}'. Did you mean '{typo[0]}'?", err=True
+            )
+            raise SystemExit(2)
     if not args or (args[0] not in COMMANDS and args[0] not in ("--help", "-h")):
         sys.argv[1:1] = ["watch"]
     app()

@@ -22,6 +22,9 @@ class NotRegularFile(OSError):
         super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file; skipped")
         self.kind = kind
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # without OSError's "[Errno 22] " in front
+
 
 def open_regular(path: Path) -> BinaryIO:
     """`path` opened for binary reading if it is a regular file; NotRegularFile if not."""

@@ -141,3 +141,47 @@ def test_a_flag_out_of_range_is_bad_usage_named_by_its_flag(here: Path, command:
         2,
         "error: --build-timeout: Input should be greater than 0\n",
     )
+
+
+def test_a_typo_of_a_command_is_named_and_a_folder_is_still_watched(here: Path) -> None:
+    for typo, meant in (("buidl", "build"), ("statsu", "status"), ("vaildate", "validate")):
+        result = cli(here, typo, "app")
+        assert (result.returncode, result.stderr) == (
+            2,
+            f"error: No such command '{typo}'. Did you mean '{meant}'?\n",
+        )
+    (here / "bild").mkdir()  # a folder close to a command's name is a DIR: `watch bild`
+    shown = cli(here, "bild", "--help")
+    assert shown.returncode == 0
+    assert "cmdimage_watch watch [OPTIONS]" in shown.stdout
+
+
+def test_flags_that_take_no_value_show_none_in_help(here: Path) -> None:
+    shown = cli(here, "watch", "--help").stdout + cli(here, "build", "--help").stdout
+    flag_lines = [
+        line
+        for line in shown.splitlines()
+        if any(flag in line for flag in ("--poll", "--quiet", "--verbose", "--force", "--tui"))
+    ]
+    assert len(flag_lines) >= 6
+    assert [line for line in flag_lines if "<bool>" in line or "<int>" in line] == []
+
+
+def test_a_name_or_folder_too_long_for_the_system_is_one_line_of_bad_usage(here: Path) -> None:
+    long = "a" * 300
+    for args in (("build", long), ("status", f"{long}/"), ("wait", long, "app"), (long,)):
+        result = cli(here, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert f"{'a' * 79}… (300 characters)" in result.stderr
+
+
+def test_a_missing_folder_or_image_is_said_before_anything_else(here: Path) -> None:
+    missing = cli(here, "build", "nosuch/")
+    assert (missing.returncode, missing.stderr) == (2, "error: nosuch does not exist\n")
+    trigger = cli(here, "trigger", "nosuch")  # no daemon either: the typo comes first
+    assert trigger.returncode == 2
+    assert trigger.stderr.startswith("error: no CmdImage named nosuch in .")
+    waited = cli(here, "wait", "nosuch", "app", "--timeout", "1")
+    assert waited.returncode == 2
+    assert waited.stderr.endswith("; nor is there a folder nosuch to be the tree\n")
