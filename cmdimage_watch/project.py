@@ -272,10 +272,13 @@ def problems(index: Index) -> list[str]:
         if spec_file.error:
             found.append(spec_file.error)
         for entry in spec_file.entries:
+            problem = index.problem(entry)
             if entry.problems:
                 found.extend(entry.problems)
-            elif index.problem(entry):
-                found.append(index.problem(entry).removeprefix("invalid spec: "))
+            elif problem.startswith("invalid spec: "):
+                found.append(problem.removeprefix("invalid spec: "))
+            elif problem:  # a dependency cycle: at the image maps that close it
+                found.append(f"{entry.at('spec.imageMaps')}: spec.imageMaps: {problem}")
             elif entry.kind == "CmdImage":
                 found.extend(_unresolved(index, entry))
     return found

@@ -361,14 +361,29 @@ def _entries(doc: _Doc) -> Iterator[Entry]:
 
 
 def _items(doc: _Doc, kind: str | None) -> Iterator[Entry]:
+    """The objects of a List. In a CmdImageList or ImageMapList (`kind`), an item that is
+    no mapping is an error at that item; a Kubernetes List may hold anything."""
     items = doc.value.get("items") or []
+    if kind and not isinstance(items, list):
+        list_kind = doc.value["kind"]
+        yield _junk(doc, ("items",), kind, f"a {list_kind} holds a list, not {_type_name(items)}")
+        return
     for i, item in enumerate(items if isinstance(items, list) else []):
         if not isinstance(item, dict):
+            if kind:
+                yield _junk(
+                    doc, ("items", i), kind, f"a {kind} is a mapping, not {_type_name(item)}"
+                )
             continue
         if kind and "kind" not in item:
             item = {"apiVersion": models.API_VERSION, "kind": kind, **item}
         if item.get("apiVersion") == models.API_VERSION and _str(item.get("kind")) in models.MODELS:
             yield _entry(doc, item, ("items", i))
+
+
+def _junk(doc: _Doc, at: tuple[str | int, ...], kind: str, message: str) -> Entry:
+    problem = f"{doc.locate(at)}: {specerrors.field_path(at)}: {message}"
+    return Entry(kind, "", doc.locate(at), error=f"invalid spec: {problem}", problems=(problem,))
 
 
 def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cmdimage_watch import project
 from cmdimage_watch.project import is_spec_candidate, spec_files_touched, walk
+from tests.helpers import cmdimage, write
 
 
 def test_a_file_event_under_a_moved_away_folder_touches_the_specs_that_were_in_it(
@@ -83,3 +85,14 @@ def test_one_walk_finds_the_spec_and_status_files_as_is_spec_candidate_says(
     assert sorted(specs) == expected
     assert [p.relative_to(tmp_path).as_posix() for p in specs] == ["a.yaml", "b.yml", "sub/h.yaml"]
     assert statuses == [tmp_path / "c.status.yaml"]
+
+
+def test_a_dependency_cycle_is_listed_at_each_member_s_image_maps(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.yaml", cmdimage("a", imageMaps=["b"]))
+    b = write(tmp_path / "b.yaml", cmdimage("b", imageMaps=["a"]))
+    cycle = "dependency cycle: a -> b -> a; none of these builds"
+    column = a.read_text().index('"imageMaps"') + 1
+    assert project.problems(project.load(tmp_path)) == [
+        f"{a}:1:{column}: spec.imageMaps: {cycle}",
+        f"{b}:1:{column}: spec.imageMaps: {cycle}",
+    ]

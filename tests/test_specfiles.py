@@ -327,6 +327,30 @@ def test_an_invalid_list_item_is_reported_where_it_is(tmp_path: Path) -> None:
     assert image_map.error == ""
 
 
+@pytest.mark.parametrize(
+    ("items", "where", "message"),
+    [
+        ("[1]", "3:9", "items[0]: a CmdImage is a mapping, not a number"),
+        ("[hello]", "3:9", "items[0]: a CmdImage is a mapping, not a string"),
+        ("hello", "3:1", "items: a CmdImageList holds a list, not a string"),
+    ],
+)
+def test_an_item_of_a_typed_list_that_is_no_object_is_an_error_where_it_is(
+    tmp_path: Path, items: str, where: str, message: str
+) -> None:
+    text = f"apiVersion: tilt.dev/v1alpha1\nkind: CmdImageList\nitems: {items}\n"
+    path = write(tmp_path, text)
+    (entry,) = load_spec_file(path).entries
+    assert (entry.kind, entry.name, entry.obj) == ("CmdImage", "", None)
+    assert entry.problems == (f"{path}:{where}: {message}",)
+    assert entry.error == f"invalid spec: {path}:{where}: {message}"
+
+
+def test_scalars_in_a_kubernetes_list_are_none_of_ours(tmp_path: Path) -> None:
+    path = write(tmp_path, "apiVersion: v1\nkind: List\nitems: [1, hello]\n")
+    assert load_spec_file(path).entries == ()
+
+
 def test_merge_keys_and_anchors_work_in_lists(tmp_path: Path) -> None:
     text = (
         "apiVersion: v1\n"
