@@ -140,12 +140,25 @@ def _shown(path: Path | str, limit: int = 80) -> str:
 def _settings(**values: object) -> Settings:
     """Settings from flags; a value out of range is bad usage (exit 2), named by its flag."""
     try:
-        return Settings.model_validate(values)
+        return _state_folder_checked(Settings.model_validate(values))
     except ValidationError as exc:
         error = exc.errors()[0]
         flag = "--" + str(error["loc"][0]).replace("_", "-")
         typer.echo(f"error: {flag}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+
+
+def _state_folder_checked(settings: Settings) -> Settings:
+    """`settings`, unless something that is no folder holds the state folder's place."""
+    path = settings.state_dir
+    if _exists(path) and not _is_dir(path):
+        typer.echo(
+            f"error: {path} is not a folder; cmdimage-watch keeps its state there: move it "
+            "away, then run again",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def _level(verbose: int, quiet: bool) -> str:
@@ -284,7 +297,7 @@ def trigger(
 ) -> None:
     """Ask the running daemon to rebuild these images now, up to date or not."""
     root, names = _dir_and_names(args, need_names=True)
-    settings = Settings(root=_root(root))
+    settings = _state_folder_checked(Settings(root=_root(root)))
     _check_names(project.load(settings.root), names, root)  # a typo first, then the daemon
     if lifecycle.holder(settings.state_dir) is None:
         typer.echo(

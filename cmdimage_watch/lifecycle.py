@@ -47,6 +47,11 @@ class StateLock:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._file = handle
+        try:
+            refuse_nested(self.root, self.path.parent.name)
+        except LockedError:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def held(self) -> bool:
@@ -75,6 +80,42 @@ class StateLock:
             self._file = None
 
 
+def refuse_nested(root: Path, state_name: str) -> None:
+    """LockedError when a live daemon watches a tree that holds `root` or lies inside it:
+    both would build the same images and write the same status files."""
+    for parent in root.parents:
+        pid = holder(parent / state_name)
+        if pid is not None:
+            raise LockedError(
+                f"another cmdimage-watch (pid {pid}) is watching {parent}, which holds {root}; "
+                f"stop it, or watch {parent} alone"
+            )
+    for state_dir in _state_dirs_under(root, state_name):
+        pid = holder(state_dir)
+        if pid is not None:
+            raise LockedError(
+                f"another cmdimage-watch (pid {pid}) is watching {state_dir.parent}, inside "
+                f"{root}; stop it, or watch {state_dir.parent} alone"
+            )
+
+
+def _state_dirs_under(root: Path, state_name: str) -> list[Path]:
+    """The state folders of trees below `root` (not its own), walking folders only and
+    skipping hidden ones, as the tree's own walk does."""
+    found, todo = [], [root]
+    while todo:
+        folder = todo.pop()
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.name == state_name and folder != root:
+                    found.append(Path(entry.path))
+                elif not entry.name.startswith("."):
+                    todo.append(Path(entry.path))
+    return found
+
+
 def holder(state_dir: Path) -> int | None:
     """The pid of the daemon watching this tree, or None when none is."""
     path = state_dir / "lock"
@@ -86,7 +127,7 @@ def holder(state_dir: Path) -> int | None:
                 text = handle.read().strip()
                 return int(text) if text.isdigit() else -1
             return None
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
 
 

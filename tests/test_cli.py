@@ -185,3 +185,16 @@ def test_a_missing_folder_or_image_is_said_before_anything_else(here: Path) -> N
     waited = cli(here, "wait", "nosuch", "app", "--timeout", "1")
     assert waited.returncode == 2
     assert waited.stderr.endswith("; nor is there a folder nosuch to be the tree\n")
+
+
+@pytest.mark.parametrize("command", [("watch",), ("build",), ("trigger", "app")])
+def test_a_state_folder_that_is_a_file_is_one_line_of_bad_usage(
+    here: Path, command: tuple[str, ...]
+) -> None:
+    (here / ".cmdimage-watch").write_text("not a folder")
+    result = cli(here, *command)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {here / '.cmdimage-watch'} is not a folder; cmdimage-watch keeps its state "
+        "there: move it away, then run again\n",
+    )
