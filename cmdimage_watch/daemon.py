@@ -181,7 +181,8 @@ class Daemon:
                 if stopping in done:
                     return
                 for watcher, future in [(w, f) for w, f in waits.items() if f in done]:
-                    del waits[watcher]
+                    if waits.pop(watcher, None) is None:
+                        continue  # retired (and its wait closed) by a READY of this round
                     try:
                         batch = future.result()
                     except OSError as exc:
