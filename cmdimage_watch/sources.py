@@ -9,6 +9,7 @@ compares the resulting digest with the one of the last successful build.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -137,17 +138,62 @@ def _dockerignore(folder: Path) -> pathspec.PathSpec[Any]:
     return pathspec.PathSpec.from_lines("gitignore", dockerignore_lines(lines))
 
 
+PSEUDO_FILESYSTEMS = frozenset(
+    [
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "debugfs",
+        "tracefs",
+        "securityfs",
+        "pstore",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "mqueue",
+        "hugetlbfs",
+        "binfmt_misc",
+        "autofs",
+        "efivarfs",
+    ]
+)
+
+
+@functools.cache
+def pseudo_mounts() -> frozenset[Path]:
+    """Where the kernel's own filesystems are mounted (/proc, /sys, ...): never sources, never
+    watched. Their files can block a read (/proc/kmsg) or never end (/proc/kcore), and a
+    `dir: /` or `dir: ../../..` would reach them."""
+    try:
+        lines = Path("/proc/self/mounts").read_text("utf-8").splitlines()
+    except OSError:
+        return frozenset(Path(p) for p in ("/proc", "/sys", "/dev"))
+    return frozenset(
+        Path(fields[1].replace("\\040", " "))
+        for fields in (line.split() for line in lines)
+        if len(fields) > 2 and fields[2] in PSEUDO_FILESYSTEMS
+    )
+
+
+def enterable(folder: Path, name: str) -> bool:
+    """Whether a walk goes into `folder/name`: not hidden, not a pseudo filesystem."""
+    return not is_hidden_folder(name) and folder / name not in pseudo_mounts()
+
+
 def walk(root: Root, skip: set[Path]) -> Iterator[Path]:
     """Every source file under `root`, pruning ignored and hidden folders before entering."""
     if root.path.is_file():
         if root.path not in skip and not root.ignored(root.path, False):
             yield root.path
         return
+    if root.path in pseudo_mounts():
+        return
     for folder, dirs, files in os.walk(root.path):
         base = Path(folder)
-        dirs[:] = sorted(
-            d for d in dirs if not is_hidden_folder(d) and not root.ignored(base / d, True)
-        )
+        dirs[:] = sorted(d for d in dirs if enterable(base, d) and not root.ignored(base / d, True))
         for name in sorted(files):
             path = base / name
             if not is_never_source(name) and path not in skip and not root.ignored(path, False):
@@ -339,9 +385,7 @@ def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path
     for folder, dirs, _ in os.walk(base):
         here = Path(folder)
         found.append(here)
-        dirs[:] = [
-            d for d in dirs if not is_hidden_folder(d) and not _pruned(here / d, by_path, kept)
-        ]
+        dirs[:] = [d for d in dirs if enterable(here, d) and not _pruned(here / d, by_path, kept)]
     return found
 
 

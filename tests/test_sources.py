@@ -206,3 +206,12 @@ def test_digest_is_stable_and_round_trips_through_json() -> None:
     again = Inputs.from_json(one.to_json())
     assert again == one
     assert Inputs.from_json("{not json") is None
+
+
+def test_the_kernel_s_filesystems_are_never_sources_nor_entered() -> None:
+    assert Path("/proc") in sources.pseudo_mounts()
+    assert Path("/sys") in sources.pseudo_mounts()
+    assert not sources.enterable(Path("/"), "proc")
+    assert sources.enterable(Path("/"), "usr")
+    root = sources.Root(Path("/proc"), ())
+    assert list(sources.walk(root, set())) == []  # /proc/kcore would never end, kmsg blocks
