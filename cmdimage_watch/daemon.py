@@ -20,6 +20,7 @@ from loguru import logger
 from cmdimage_watch import models, project, sources, specfiles, status, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.graph import Index, build_index
+from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.lifecycle import BuildRecords, LockedError, StateLock
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
@@ -96,7 +97,7 @@ class Daemon:
         cache.save()
         self._set_index(build_index(self.files.values()))
         state, inputs = project.read_state(self.index, self.settings.state_dir)
-        self.reconciler.state, self.reconciler.inputs = state, inputs
+        self.reconciler.ledger = Ledger(state, inputs)
         self.reconciler.cache = project.read_hashes(self.settings.state_dir)
         self._warn_about_contexts()
         project.remove_stale(self.index, self.root, statuses)
@@ -394,13 +395,12 @@ class Daemon:
     def _undefer(self, paths: set[Path]) -> dict[str, str]:
         """Images whose plan was put off while their spec file was missing (a delete and
         recreate, an editor's rename-then-write save): it is back, so plan them now."""
-        back = {
-            name: force
-            for name, force in self.reconciler.deferred.items()
-            if name in self.index.images and self.index.images[name].loc.path in paths
-        }
-        for name in back:
-            del self.reconciler.deferred[name]
+        ledger = self.reconciler.ledger
+        back = ledger.resume(
+            n
+            for n in ledger.deferred
+            if n in self.index.images and self.index.images[n].loc.path in paths
+        )
         forced = sorted(n for n, force in back.items() if force)
         self.scheduler.request(forced, force=True)
         self.triggers.resumed(forced)

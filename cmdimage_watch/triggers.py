@@ -60,7 +60,7 @@ class Triggers:
     async def _clear(self, triggers: dict[str, bytes]) -> None:
         await self.scheduler.wait_idle(triggers)
         for name, seen in triggers.items():
-            if name in self.reconciler.deferred:
+            if name in self.reconciler.ledger.deferred:
                 continue  # its build waits for its spec file: cleared after that (resumed)
             if self._under_way.get(name) == seen:
                 del self._under_way[name]
