@@ -279,7 +279,7 @@ def watch(
         build_timeout=settings.build_timeout,
     )
     daemon = Daemon(settings, builder)
-    daemon.on_event = output.event
+    daemon.publisher.on_event = output.event
     try:
         with output.showing(lambda: views.rows(daemon.index, daemon.reconciler.state, daemon.root)):
             asyncio.run(daemon.run())
