@@ -24,6 +24,7 @@ from cmdimage_watch import lifecycle, project, statusfiles, terminal, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
+from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.lifecycle import LockedError
 from cmdimage_watch.progress import PENDING, Progress
@@ -211,7 +212,7 @@ async def _build(
     hashes = project.read_hashes(settings.state_dir)
     if names is not None:  # a few images: keep the hashes of the others for the next run
         hashes.seen.update(hashes.entries)
-    reconciler = Reconciler(index, builder, settings, Ledger(state, inputs), cache=hashes)
+    reconciler = Reconciler(index, builder, settings, Ledger(state, inputs), Hashes(hashes))
     writer = StatusWriter(lambda: index, lambda: state)
     reconciler.on_status = writer.write
     try:

@@ -21,6 +21,7 @@ from cmdimage_watch import filewatches, project, sources, status, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.dispatch import Dispatch
 from cmdimage_watch.graph import Index
+from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.lifecycle import BuildRecords, LockedError, StateLock
 from cmdimage_watch.publisher import Publisher
@@ -95,7 +96,7 @@ class Daemon:
             logger.info("stopped; cancelled {} running build(s)", cancelled)
         if not self._lock_lost:  # else the tree is another daemon's now
             project.write_all(self.index, self.state, self.root)
-            project.write_hashes(self.settings.state_dir, self.reconciler.cache)
+            project.write_hashes(self.settings.state_dir, self.reconciler.hashes.cache)
 
     def _watch_dirs(self) -> set[Path]:
         return self.routes.watch_dirs(set(self.specs.files))
@@ -113,7 +114,7 @@ class Daemon:
         self.reconciler.index = self.index
         state, inputs = project.read_state(self.index, self.settings.state_dir)
         self.reconciler.ledger = Ledger(state, inputs)
-        self.reconciler.cache = project.read_hashes(self.settings.state_dir)
+        self.reconciler.hashes = Hashes(project.read_hashes(self.settings.state_dir))
         warn_about_contexts(self.index, self.settings.state_dir)
         project.remove_stale(self.index, self.root, statuses)
         shown_by_images = project.files_showing(self.index, self.index.images)
@@ -126,7 +127,9 @@ class Daemon:
         """A watcher's watches are in place. The first time, start the work; after a
         restart, look at what the new folders already hold (made before their watch)."""
         if not self.ready.is_set():
-            await self.reconciler.prewarm(self.index.images)  # hash all in one go
+            await self.reconciler.hashes.prewarm(
+                self.index.images, self.index
+            )  # hash all in one go
             self._on_ready()
         else:
             new = self.watchset.take_new_dirs()
@@ -159,7 +162,7 @@ class Daemon:
         took = time.monotonic() - self.started
         logger.info("start-up done in {:.2f} s: {}", took, summary)
         await asyncio.to_thread(
-            project.write_hashes, self.settings.state_dir, self.reconciler.cache
+            project.write_hashes, self.settings.state_dir, self.reconciler.hashes.cache
         )
 
     # --- batches -----------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Dispatch:
 
     def work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
-        self.reconciler.cache.changed(paths)
+        self.reconciler.hashes.cache.changed(paths)
         requested = self._reload(spec_paths) if spec_paths else {}
         requested.update(self._ignore_files_changed(paths))
         hits: dict[str, list[Path]] = {}
@@ -89,7 +89,7 @@ class Dispatch:
 
     def request(self, names: set[str], why: str) -> None:
         if why != "start-up":
-            self.reconciler.drop_prewarmed(names)  # a change: hash them afresh
+            self.reconciler.hashes.drop(names)  # a change: hash them afresh
             self._warn_of_storm(names, why)
         self.scheduler.request(sorted(names))
 

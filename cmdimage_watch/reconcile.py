@@ -10,7 +10,7 @@ inputs digest against the last good build's decides; results go into the `Ledger
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,6 +19,7 @@ from loguru import logger
 from cmdimage_watch import models, project, sources, status
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest
 from cmdimage_watch.graph import Image, Index
+from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.sources import Inputs
@@ -28,7 +29,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-INLINE_MAX_FILES = 200  # sources of a known image hashed without a thread hop
 Maps = list[tuple[str, models.ImageMapStatus]]
 
 
@@ -91,11 +91,9 @@ class Reconciler:
     builder: Builder
     settings: Settings
     ledger: Ledger = field(default_factory=Ledger)
-    cache: sources.HashCache = field(default_factory=sources.HashCache)
+    hashes: Hashes = field(default_factory=Hashes)
     clock: Callable[[], datetime] = utc_now
     on_status: Callable[[list[str]], None] = lambda names: None
-    file_counts: dict[str, int] = field(default_factory=dict)  # sources seen, by image
-    prewarmed: dict[str, dict[str, str]] = field(default_factory=dict)  # hashes, used once
 
     @property
     def state(self) -> status.State:
@@ -145,49 +143,9 @@ class Reconciler:
         if isinstance(maps, Waiting):
             return maps
         cluster = self.index.cluster(image)
-        hashes = await self._hash(image)
+        hashes = await self.hashes.of(image, self.index)
         pairs = [(n, s.image_from_local or s.image) for n, s in maps]
         return _Read(cluster, maps, Inputs.of(image, pairs, cluster, hashes))
-
-    async def _hash(self, image: Image) -> dict[str, str]:
-        """Source hashes: in a thread for a big or unknown source tree, else right here, as
-        a thread hop costs more than stat-ing a few files whose hashes are cached."""
-        found = self.prewarmed.pop(image.name, None)
-        if found is not None:
-            return found
-        count, reads = self.file_counts.get(image.name), self.cache.reads
-        if count is None or count > INLINE_MAX_FILES:
-            found = await asyncio.to_thread(sources.hash_sources, image, self.index, self.cache)
-        else:
-            found = sources.hash_sources(image, self.index, self.cache)
-        self.file_counts[image.name] = len(found)
-        logger.debug("evaluated {}: {} file(s) read", image.name, self.cache.reads - reads)
-        return found
-
-    async def prewarm(self, names: Iterable[str]) -> None:
-        """Hash the sources of many images in one trip to a thread (a start-up's work); the
-        next plan of each uses these hashes unless `drop_prewarmed` says a change came."""
-        images = [self.index.images[n] for n in names if n in self.index.images]
-
-        def hash_all() -> None:
-            for image in images:
-                found = sources.hash_sources(image, self.index, self.cache)
-                self.file_counts[image.name] = len(found)
-                self.prewarmed[image.name] = found
-
-        reads = self.cache.reads
-        await asyncio.to_thread(hash_all)
-        files = sum(self.file_counts.get(i.name, 0) for i in images)
-        logger.debug(
-            "hashed {} source file(s) of {} image(s): {} read",
-            files,
-            len(images),
-            self.cache.reads - reads,
-        )
-
-    def drop_prewarmed(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.prewarmed.pop(name, None)
 
     def _blocked(self, image: Image) -> str | None:
         """Why `image` waits before its image maps are looked at (a cycle, a cluster)."""
@@ -244,7 +202,7 @@ class Reconciler:
         """Run the planned build; True when it succeeded. A cancelled build shows the
         message of its cancellation (`Task.cancel(msg)`), else `cancel_reason`."""
         image, started = plan.image, self.clock()
-        self.prewarmed.clear()  # a build may write others' sources: from now on, hash afresh
+        self.hashes.prewarmed.clear()  # a build may write others' sources: hash afresh
         self._set(image.name, status.building(plan.reason, started))
         logger.info("building {}: {}", image.name, plan.reason)
         request = BuildRequest(image, plan.cluster, plan.maps, started)
@@ -286,8 +244,7 @@ class Reconciler:
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         self.ledger.forget(name, publishes)
-        self.file_counts.pop(name, None)
-        self.prewarmed.pop(name, None)
+        self.hashes.forget(name)
 
     def _set(self, name: str, value: models.CmdImageStatus) -> None:
         self.state.images[name] = value

@@ -163,7 +163,7 @@ async def run_once(scheduler: Scheduler, names: Iterable[str] | None, force: boo
     named = set(index.images if names is None else names)
     wanted = with_deps(index, named)
     scheduler.scope = wanted
-    await scheduler.reconciler.prewarm(wanted)
+    await scheduler.reconciler.hashes.prewarm(wanted, index)
     scheduler.request(sorted(wanted - named))
     scheduler.request(sorted(named), force)
     await scheduler.wait_idle()

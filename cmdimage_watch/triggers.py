@@ -41,7 +41,7 @@ class Triggers:
         if found:
             logger.info("triggered: {}", ", ".join(sorted(found)))
             self._under_way.update(found)
-            self.reconciler.drop_prewarmed(found)
+            self.reconciler.hashes.drop(found)
             self.scheduler.request(sorted(found), force=True)
             self._spawn(self._clear(found))
 
