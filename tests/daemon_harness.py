@@ -3,8 +3,7 @@
 `Watchers` starts daemons (output to a log file, ready once they log "watching") and always
 stops them: SIGTERM, then SIGKILL by pid. `Tree` is a watched folder plus an `out` folder
 outside it, where build commands record what they saw, so that counting builds never feeds
-the watcher. `wait_until` polls a condition every 50 ms; its deadline is a guard against a
-hang, not a claim about speed. Status files are read with a plain YAML loader.
+the watcher. Waiting is `tests.helpers.polling`'s. Status files are read with a plain YAML loader.
 """
 
 from __future__ import annotations
@@ -15,30 +14,14 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 from ruamel.yaml import YAML
 
-POLL_S = 0.05
-GUARD_S = 30.0  # a generous deadline: a failing condition fails, a slow machine does not
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = GUARD_S) -> T:
-    """Poll `check` every 50 ms until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_S)
+from tests.helpers.polling import GUARD_S, wait_until
 
 
 def q(path: Path | str) -> str:
@@ -83,24 +66,6 @@ def completed(spec: Path, name: str) -> dict[str, Any]:
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is not: it runs nothing, only awaits reaping)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (non-zombie) processes of process group `pgid`."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, OSError):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                found.append(proc.pid)
-    return found
 
 
 @dataclass

@@ -31,17 +31,15 @@ from tests.daemon_harness import (
     Watchers,
     cli,
     completed,
-    daemon_env,
     find_doc,
-    group_members,
     q,
-    running,
     status_docs,
     status_of,
     status_path,
-    wait_until,
 )
 from tests.helpers import cmdimage, filewatch, imagemap
+from tests.helpers.polling import wait_until
+from tests.helpers.processes import group_members, running
 
 SETTLE_S = 1.0  # well past the 50 ms debounce: anything still to come would have come
 CONTENT_TAG = "tilt-[0-9a-f]{16}"
@@ -58,11 +56,6 @@ def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
     yield made
     made.kill_recorded(started)
     remove_images(docker_client, made.uid)
-
-
-@pytest.fixture
-def env(docker_host: str) -> dict[str, str]:
-    return daemon_env(docker_host)
 
 
 @pytest.fixture

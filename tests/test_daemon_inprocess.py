@@ -14,9 +14,8 @@ from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.settings import Settings
 from tests.helpers import cmdimage, run_async, write
+from tests.helpers.polling import until
 from tests.test_watchset import Scripted
-
-GUARD_S = 20.0
 
 
 class Scripts:
@@ -28,15 +27,6 @@ class Scripts:
     def __call__(self, dirs: set[Path], poll: bool) -> Scripted:
         self.started.append(Scripted(dirs, poll))
         return self.started[-1]
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + GUARD_S
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def tree(root: Path) -> tuple[Path, Path]:

@@ -16,7 +16,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,21 +33,17 @@ from tests.conftest import remove_images
 from tests.daemon_harness import (
     Watchers,
     cli,
-    daemon_env,
-    running,
     status_docs,
     status_of,
-    wait_until,
 )
 from tests.helpers import cmdimage, schema
+from tests.helpers.polling import wait_until
+from tests.helpers.processes import running
 
-POLL_S = 0.1
-GUARD_S = 30.0  # a deadline against hangs, not a claim about speed
 SPINNER = "[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]"  # rich's "dots"
 CLOCK = r"\d\d:\d\d:\d\d"
 DOCKERFILE = "FROM cmdimage-watch/busybox:latest\nCOPY content.txt /content.txt\n"
 DOCKER_BUILD = 'docker build --network none -t "$EXPECTED_REF" .'
-TTY_VARS = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 
 @dataclass
@@ -79,12 +74,6 @@ def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
     (made.img / "content.txt").write_text("one\n")
     yield made
     remove_images(docker_client, made.uid)
-
-
-@pytest.fixture
-def env(docker_host: str) -> dict[str, str]:
-    plain = {k: v for k, v in daemon_env(docker_host).items() if k not in TTY_VARS}
-    return plain | {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 def watch_args(root: Path, *flags: str) -> list[str]:
@@ -133,22 +122,28 @@ class Screen:
         return "\n".join(line.rstrip() for line in captured.splitlines())
 
     def wait_for(self, pattern: str, what: str) -> re.Match[str]:
-        """Poll the visible screen every 100 ms until a line matches `pattern`."""
-        deadline = time.monotonic() + GUARD_S
-        while True:
-            screen = self.text()
-            found = re.search(pattern, screen, re.MULTILINE)
-            if found:
-                return found
-            if time.monotonic() > deadline or self.exit.exists():
-                raise AssertionError(f"no {what} ({pattern!r}) on the screen:\n{screen}")
-            time.sleep(POLL_S)
+        """Poll the visible screen until a line matches `pattern`."""
+
+        def found() -> re.Match[str] | None:
+            match = re.search(pattern, self.text(), re.MULTILINE)
+            if match is None and self.exit.exists():
+                raise AssertionError(f"the daemon exited: no {what} ({pattern!r}) on the screen")
+            return match
+
+        try:
+            return wait_until(found, f"{what} ({pattern!r}) on the screen")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.text()}") from None
 
     def stop(self) -> int:
         """SIGTERM to the daemon by pid; its exit status."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        return int(wait_until(lambda: self.exit.exists() and self.exit.read_text(), "the exit"))
+
+        def exit_text() -> str | None:
+            return self.exit.read_text() if self.exit.exists() else None
+
+        return int(wait_until(exit_text, "the exit"))
 
     def close(self) -> None:
         if self.pid and running(self.pid) and not self.exit.exists():
