@@ -61,6 +61,7 @@ class Daemon:
         )  # fmt: skip
         self.started = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batches = 0  # handled so far: `-v` tells when the work of each is over
         self._lock_lost = False  # another daemon took the tree after its state folder went
 
     @property
@@ -169,9 +170,21 @@ class Daemon:
 
     def _on_batch(self, batch: Batch) -> bool:
         """Handle a batch; True when the folders to watch changed."""
+        self._batches += 1
+        n, paths = self._batches, batch.paths  # listed only at -v: a branch switch is long
+        logger.opt(lazy=True).debug("batch {}: {}", lambda: n, lambda: _listed(paths))
         if batch.poll:
             self.dispatch.recheck_later(batch.paths)
-        return self._handle(batch.paths)
+        rewatch = self._handle(batch.paths)
+        self._spawn(self._report_idle(self._batches))
+        return rewatch
+
+    async def _report_idle(self, batch: int) -> None:
+        """Say when the work a batch started is over and its statuses are written, so a
+        reader of the log (the tests) can wait for that rather than for a fixed time."""
+        await self.scheduler.wait_idle()
+        self.publisher.flush()
+        logger.debug("idle after batch {}", batch)
 
     def _handle(self, paths: set[Path]) -> bool:
         state_gone = self._state_folder_gone(paths)
@@ -201,6 +214,12 @@ class Daemon:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _listed(paths: set[Path], most: int = 10) -> str:
+    shown = sorted(str(p) for p in paths)
+    more = f" (+{len(shown) - most} more)" if len(shown) > most else ""
+    return ", ".join(shown[:most]) + more
 
 
 def warn_about_contexts(index: Index, state: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -75,6 +76,7 @@ class Tree:
     root: Path
     out: Path
     uid: str  # in image names, so tests never share or remove each other's images
+    watchers: Watchers | None = None  # the daemons started on it, for `settle`
 
     def spec(self, rel: str, *docs: str) -> Path:
         path = self.root / rel
@@ -113,6 +115,7 @@ class Watcher:
     root: Path
     log: Path
     proc: subprocess.Popen[bytes]
+    _settles: int = 0
 
     @property
     def pid(self) -> int:
@@ -137,6 +140,26 @@ class Watcher:
             return needle in self.output()
 
         wait_until(seen, f"{needle!r} in the daemon's log", timeout)
+
+    def settle(self) -> None:
+        """Return once every change made before this call has been seen and the work it
+        started is over, as the daemon's `-v` log tells. A sentinel file is written in the
+        trigger folder (watched, and ignored there as `trigger`'s temp files are); events
+        arrive in order, so every earlier change is in the batch that holds it, or before."""
+        self._settles += 1
+        sentinel = self.root / ".cmdimage-watch" / "triggers" / f".settle-{self._settles}"
+        sentinel.write_text("")
+
+        def idle() -> bool:
+            text = self.output()
+            listed = rf"^.* batch (\d+): .*{re.escape(str(sentinel))}(?:,| \(|$)"
+            found = re.search(listed, text, re.MULTILINE)
+            if found is None and self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited before settling:\n{text}")
+            return found is not None and f"idle after batch {found[1]}\n" in text
+
+        wait_until(idle, f"the daemon to handle {sentinel.name} and go idle")
+        sentinel.unlink()
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -199,7 +222,7 @@ class Watchers:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"daemon-{len(self.started)}.log"
         args = [sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
-        args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), *flags]
+        args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), "-v", *flags]
         with log.open("wb") as sink:
             proc = subprocess.Popen(
                 args, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
