@@ -1,17 +1,15 @@
 """A harness for running the real `cmdimage-watch watch` as a subprocess against real files.
 
 `Watchers` starts daemons (output to a log file, ready once they log "watching") and always
-stops them: SIGTERM, then SIGKILL by pid. `Tree` is a watched folder plus an `out` folder
-outside it, where build commands record what they saw, so that counting builds never feeds
-the watcher. Waiting is `tests.helpers.polling`'s. Status files are read with a plain YAML loader.
+stops them: SIGTERM, then SIGKILL by pid; `Watcher.settle` waits until a daemon has handled
+every change made so far. The tree is `tests.helpers.tree`'s, waiting `tests.helpers.polling`'s.
+Status files are read with a plain YAML loader.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,15 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 from ruamel.yaml import YAML
 
 from tests.helpers.polling import GUARD_S, wait_until
-
-
-def q(path: Path | str) -> str:
-    return shlex.quote(str(path))
-
 
 # --- status files --------------------------------------------------------------------------
 
@@ -67,45 +59,6 @@ def completed(spec: Path, name: str) -> dict[str, Any]:
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-@dataclass
-class Tree:
-    """A watched folder `root`, and `out` beside it (never watched) for what commands record."""
-
-    root: Path
-    out: Path
-    uid: str  # in image names, so tests never share or remove each other's images
-    watchers: Watchers | None = None  # the daemons started on it, for `settle`
-
-    def spec(self, rel: str, *docs: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n---\n".join(docs) + "\n")
-        return path
-
-    def lines(self, name: str = "builds") -> list[str]:
-        """The lines build commands appended to `out/<name>`."""
-        try:
-            return (self.out / name).read_text().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def record(self, what: str = "$(cat src.txt)", name: str = "builds") -> str:
-        """A shell snippet that appends `what` (evaluated by the build's shell) to out/<name>."""
-        return f'echo "{what}" >> {q(self.out / name)}'
-
-    def pids(self, name: str = "pids") -> list[int]:
-        return [int(line) for line in self.lines(name)]
-
-    def kill_recorded(self, started: float) -> None:
-        """SIGKILL the groups of build processes a test recorded and left running (only
-        processes younger than the test, so a reused pid is never hit)."""
-        for path in self.out.glob("pids*"):
-            for line in path.read_text().split():
-                with contextlib.suppress(psutil.Error, OSError, ValueError):
-                    if psutil.Process(int(line)).create_time() >= started - 1:
-                        os.killpg(int(line), signal.SIGKILL)
 
 
 @dataclass

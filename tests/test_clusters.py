@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Tree, Watchers, cli, completed, status_of
+from tests.daemon_harness import Watchers, cli, completed, status_of
 from tests.helpers import cluster, cmdimage
 from tests.helpers.polling import wait_until
+from tests.helpers.tree import Tree
 
 MISSING_HOST = "Required value: the registry host that images are pushed to"
 LONG_NAME = "o" * 230  # fits alone; under gcr.io/somewhat/long/hostname/ it is 260 characters

@@ -26,13 +26,11 @@ import pytest
 
 from tests.conftest import remove_images
 from tests.daemon_harness import (
-    Tree,
     Watcher,
     Watchers,
     cli,
     completed,
     find_doc,
-    q,
     status_docs,
     status_of,
     status_path,
@@ -40,6 +38,7 @@ from tests.daemon_harness import (
 from tests.helpers import cmdimage, filewatch, imagemap
 from tests.helpers.polling import wait_until
 from tests.helpers.processes import group_members, running
+from tests.helpers.tree import Tree, q
 
 CONTENT_TAG = "tilt-[0-9a-f]{16}"
 DOCKER_BUILD = 'docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'

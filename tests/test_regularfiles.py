@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from cmdimage_watch.regularfiles import NotRegularFile, open_regular, read_regular
-from tests.daemon_harness import Tree, Watchers, cli, completed
+from tests.daemon_harness import Watchers, cli, completed
 from tests.helpers import cmdimage, write
 from tests.helpers.polling import wait_until
+from tests.helpers.tree import Tree
 
 
 def special_files(folder: Path) -> dict[str, Path]:

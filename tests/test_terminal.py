@@ -18,7 +18,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,10 @@ from tests.daemon_harness import (
     status_docs,
     status_of,
 )
-from tests.helpers import cmdimage, schema
+from tests.helpers import schema
 from tests.helpers.polling import wait_until
 from tests.helpers.processes import running
+from tests.helpers.tree import Tree
 
 SPINNER = "[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]"  # rich's "dots"
 CLOCK = r"\d\d:\d\d:\d\d"
@@ -46,29 +46,9 @@ DOCKERFILE = "FROM cmdimage-watch/busybox:latest\nCOPY content.txt /content.txt\
 DOCKER_BUILD = 'docker build --network none -t "$EXPECTED_REF" .'
 
 
-@dataclass
-class Tree:
-    """A watched folder with one image folder `img` (Dockerfile, content.txt, build.sh)."""
-
-    root: Path
-    uid: str  # the image's ref, so tests never share or remove each other's images
-
-    @property
-    def img(self) -> Path:
-        return self.root / "img"
-
-    def spec(self, name: str, *args: str, **spec: Any) -> Path:
-        path = self.img / "img.yaml"
-        path.write_text(cmdimage(name, self.uid, args=list(args), **spec) + "\n")
-        return path
-
-    def script(self, *lines: str) -> None:
-        (self.img / "build.sh").write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
-    made = Tree(tmp_path / "tree", f"ciw-term-{uuid.uuid4().hex[:10]}")
+    made = Tree(tmp_path / "tree", tmp_path / "out", f"ciw-term-{uuid.uuid4().hex[:10]}").make()
     made.img.mkdir(parents=True)
     (made.img / "Dockerfile").write_text(DOCKERFILE)
     (made.img / "content.txt").write_text("one\n")
@@ -171,7 +151,7 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
 ) -> None:
     name = "ptyimg"
     script = f"echo about to build; sleep 2; {DOCKER_BUILD}"
-    spec = tree.spec(name, "sh", "-c", script, env=["DOCKER_BUILDKIT=0"])
+    spec = tree.img_spec(name, "sh", "-c", script, env=["DOCKER_BUILDKIT=0"])
     screen.start(watch_args(tree.root))
 
     building = row(name, f"{SPINNER} building", "initial build", r"(\d+\.\d)s$")
@@ -184,7 +164,7 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
     assert ref == status_of(spec, "CmdImage", name)["ref"]
     assert ref.startswith(f"{tree.uid}:tilt-")
 
-    tree.spec(name, "sh", "-c", "echo about to fail; exit 3")
+    tree.img_spec(name, "sh", "-c", "echo about to fail; exit 3")
     error = 'Custom build "echo about to fail; exit 3" failed: exit status 3; see the log'
     failed = row(name, "failed", "spec changed", r"\S+ ago", r"\d+\.\ds", re.escape(error))
     screen.wait_for(failed, "failed row with the first line of the error")
@@ -206,7 +186,7 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
 def cheap_failure(tree: Tree, name: str) -> Path:
     """A build that prints a line and fails at once, with no Docker check."""
     script = "echo hello from the build; exit 3"
-    return tree.spec(name, "sh", "-c", script, outputMode="remote")
+    return tree.img_spec(name, "sh", "-c", script, outputMode="remote")
 
 
 def test_no_tui_on_a_terminal_prints_plain_timestamped_lines(tree: Tree, screen: Screen) -> None:
@@ -304,7 +284,7 @@ def test_json_events_and_status_json_follow_their_schemas(
     name = "jsonimg"
     good = ("echo good", DOCKER_BUILD)
     tree.script(*good)
-    spec = tree.spec(name, "sh", "build.sh", env=["DOCKER_BUILDKIT=0"])
+    spec = tree.img_spec(name, "sh", "build.sh", env=["DOCKER_BUILDKIT=0"])
     daemon = JsonDaemon(tmp_path, tree.root, env)
     try:
         daemon.wait_event("build_finished")
