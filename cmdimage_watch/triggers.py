@@ -2,7 +2,7 @@
 
 The daemon's watcher reports the file; this forces NAME's build and removes the file only
 once that build is over, so `wait` can tell a build still to come from one done. Fed
-paths by `daemon`; feeds forced requests to the `scheduler`.
+paths by `dispatch` (and by `daemon` at start-up); feeds forced requests to the `scheduler`.
 """
 
 from __future__ import annotations

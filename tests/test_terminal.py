@@ -161,6 +161,8 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
     assert float(later) > float(first)
     ok = row(name, "ok", "initial build", r"\S+ ago", r"\d+\.\ds", r"(\S+:tilt-[0-9a-f]{16})$")
     ref = screen.wait_for(ok, "ok row with the ref")[1]
+    # the table shows the daemon's memory at once; its status file follows within a flush
+    wait_until(lambda: "ref" in status_of(spec, "CmdImage", name), "the ref in the status file")
     assert ref == status_of(spec, "CmdImage", name)["ref"]
     assert ref.startswith(f"{tree.uid}:tilt-")
 
