@@ -52,16 +52,14 @@ class Daemon:
         self.triggers = Triggers(self.trigger_dir, self.scheduler, self._spawn)
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the first scan is done and builds requested
-        self.watchset = WatchSet(
-            watchers or self._watcher, self._watch_dirs, settings.poll, self.stop
-        )
+        watchers = watchers or watchfiles_watchers(settings, self.trigger_dir)
+        self.watchset = WatchSet(watchers, self._watch_dirs, settings.poll, self.stop)
         self.dispatch = Dispatch(
             settings, self.specs, self.routes, self.scheduler, self.triggers, self.publisher,
             self.watchset,
         )  # fmt: skip
         self.started = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._batches = 0  # handled so far: `-v` tells when the work of each is over
         self._lock_lost = False  # another daemon took the tree after its state folder went
 
     @property
@@ -75,7 +73,8 @@ class Daemon:
     async def run(self) -> None:
         with StateLock(self.settings.state_dir, self.root) as self._lock:
             self.records.end_orphans(self.settings.stop_timeout)
-            self._install_signal_handlers()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a flag: shutdown is the loop's end
+                asyncio.get_running_loop().add_signal_handler(sig, self.stop.set)
             self._start()
             try:
                 async for item in self.watchset:
@@ -85,11 +84,6 @@ class Daemon:
                         self.watchset.rewatch()
             finally:
                 await self._shutdown()
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop.set)
 
     async def _shutdown(self) -> None:
         cancelled = await self.scheduler.shutdown(self.settings.stop_timeout + 5)
@@ -101,10 +95,6 @@ class Daemon:
 
     def _watch_dirs(self) -> set[Path]:
         return self.routes.watch_dirs(set(self.specs.files))
-
-    def _watcher(self, dirs: set[Path], poll: bool) -> Watching:
-        filter_ = sources.ChangeFilter(self.trigger_dir)
-        return Watcher(dirs, filter_, self.settings.debounce, self.settings.debounce_max, poll)
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -128,9 +118,7 @@ class Daemon:
         """A watcher's watches are in place. The first time, start the work; after a
         restart, look at what the new folders already hold (made before their watch)."""
         if not self.ready.is_set():
-            await self.reconciler.hashes.prewarm(
-                self.index.images, self.index
-            )  # hash all in one go
+            await self.reconciler.hashes.prewarm(self.index.images, self.index)  # in one go
             self._on_ready()
         else:
             new = self.watchset.take_new_dirs()
@@ -156,10 +144,7 @@ class Daemon:
     async def _report_start(self) -> None:
         await self.scheduler.wait_idle()
         self.publisher.flush()  # "up to date" is on disk before start-up is called done
-        counts: dict[str, int] = {}
-        for row in views.rows(self.index, self.state, self.root):
-            counts[row.state] = counts.get(row.state, 0) + 1
-        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no images"
+        summary = views.summary(views.rows(self.index, self.state, self.root))
         took = time.monotonic() - self.started
         logger.info("start-up done in {:.2f} s: {}", took, summary)
         await asyncio.to_thread(
@@ -170,21 +155,12 @@ class Daemon:
 
     def _on_batch(self, batch: Batch) -> bool:
         """Handle a batch; True when the folders to watch changed."""
-        self._batches += 1
-        n, paths = self._batches, batch.paths  # listed only at -v: a branch switch is long
-        logger.opt(lazy=True).debug("batch {}: {}", lambda: n, lambda: _listed(paths))
+        number = self.dispatch.count(batch.paths)
         if batch.poll:
             self.dispatch.recheck_later(batch.paths)
         rewatch = self._handle(batch.paths)
-        self._spawn(self._report_idle(self._batches))
+        self._spawn(self.dispatch.report_idle(number))
         return rewatch
-
-    async def _report_idle(self, batch: int) -> None:
-        """Say when the work a batch started is over and its statuses are written, so a
-        reader of the log (the tests) can wait for that rather than for a fixed time."""
-        await self.scheduler.wait_idle()
-        self.publisher.flush()
-        logger.debug("idle after batch {}", batch)
 
     def _handle(self, paths: set[Path]) -> bool:
         state_gone = self._state_folder_gone(paths)
@@ -216,10 +192,18 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
 
-def _listed(paths: set[Path], most: int = 10) -> str:
-    shown = sorted(str(p) for p in paths)
-    more = f" (+{len(shown) - most} more)" if len(shown) > most else ""
-    return ", ".join(shown[:most]) + more
+def watchfiles_watchers(settings: Settings, trigger_dir: Path) -> Factory:
+    """Watchers on watchfiles, with the daemon's debounce and filter."""
+    quiet, cap, filter_ = (
+        settings.debounce,
+        settings.debounce_max,
+        sources.ChangeFilter(trigger_dir),
+    )
+
+    def start(dirs: set[Path], poll: bool) -> Watching:
+        return Watcher(dirs, filter_, quiet, cap, poll)
+
+    return start
 
 
 def warn_about_contexts(index: Index, state: Path) -> None:

@@ -42,6 +42,21 @@ class Dispatch:
         self.specs, self.routes, self.watchset = specs, routes, watchset
         self.scheduler, self.triggers, self.publisher = scheduler, triggers, publisher
         self.reconciler: Reconciler = scheduler.reconciler
+        self._batches = 0  # seen so far: at `-v`, each is listed and said to be over
+
+    def count(self, paths: set[Path]) -> int:
+        """Number a batch from the watchers (listed at `-v`: a branch switch is long)."""
+        self._batches += 1
+        number = self._batches
+        logger.opt(lazy=True).debug("batch {}: {}", lambda: number, lambda: listed(paths))
+        return number
+
+    async def report_idle(self, batch: int) -> None:
+        """Say when the work a batch started is over and its statuses are written, so a
+        reader of the log (the tests) can wait for that rather than for a fixed time."""
+        await self.scheduler.wait_idle()
+        self.publisher.flush()
+        logger.debug("idle after batch {}", batch)
 
     def handle(self, paths: set[Path]) -> bool:
         """Turn one batch of changed paths into work; True when the watched folders change."""
@@ -149,6 +164,12 @@ class Dispatch:
             f"; {through} of them through the images they need" if through else "",
             self.settings.max_parallel,
         )
+
+
+def listed(paths: set[Path], most: int = 10) -> str:
+    shown = sorted(str(p) for p in paths)
+    more = f" (+{len(shown) - most} more)" if len(shown) > most else ""
+    return ", ".join(shown[:most]) + more
 
 
 def relative(paths: list[Path], root: Path) -> str:

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 
 from loguru import logger
 
-from cmdimage_watch import models, project, sources, status
+from cmdimage_watch import gating, models, project, sources, status
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest
+from cmdimage_watch.gating import Maps, Waiting
 from cmdimage_watch.graph import Image, Index
 from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
@@ -27,9 +28,6 @@ from cmdimage_watch.sources import Inputs
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-Maps = list[tuple[str, models.ImageMapStatus]]
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,6 @@ class UpToDate:
     """The last good build stands (its status says "up to date", once per run)."""
 
     name: str
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """It cannot build yet; `reason` is its `waiting.reason`."""
-
-    name: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -136,35 +126,13 @@ class Reconciler:
         return None if isinstance(read, Waiting) else read.inputs
 
     async def _read(self, image: Image) -> _Read | Waiting:
-        why = self._blocked(image)
-        if why is not None:
-            return Waiting(image.name, why)
-        maps = self._resolve_maps(image)
-        if isinstance(maps, Waiting):
-            return maps
-        cluster = self.index.cluster(image)
+        found = gating.resolve(image, self.index, self.state)
+        if isinstance(found, Waiting):
+            return found
         hashes = await self.hashes.of(image, self.index)
-        pairs = [(n, s.image_from_local or s.image) for n, s in maps]
-        return _Read(cluster, maps, Inputs.of(image, pairs, cluster, hashes))
-
-    def _blocked(self, image: Image) -> str | None:
-        """Why `image` waits before its image maps are looked at (a cycle, a cluster)."""
-        blocked = self.index.blocked(image.name)
-        if blocked:
-            return blocked
-        return self.index.cluster_problem(image) or None
-
-    def _resolve_maps(self, image: Image) -> Maps | Waiting:
-        resolved = []
-        for map_name in image.spec.image_maps:
-            found = status.image_map_status(map_name, self.index, self.state)
-            if found is not None:
-                resolved.append((map_name, found))
-            elif map_name in self.index.publishers or map_name in self.index.image_maps:
-                return Waiting(image.name, f"waiting for image map {map_name}")
-            else:
-                return Waiting(image.name, self.index.unknown_map_reason(map_name))
-        return resolved
+        pairs = [(n, s.image_from_local or s.image) for n, s in found.maps]
+        inputs = Inputs.of(image, pairs, found.cluster, hashes)
+        return _Read(found.cluster, found.maps, inputs)
 
     async def _why_stale(
         self, image: Image, cluster: models.Cluster | None, new: Inputs
