@@ -9,6 +9,7 @@ Run by `cli watch`; tests can give it a watcher factory of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Coroutine
@@ -77,11 +78,12 @@ class Daemon:
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop.set)
             self._start()
             try:
-                async for item in self.watchset:
-                    if isinstance(item, Ready):
-                        await self._on_watching(item)
-                    elif self._on_batch(item):
-                        self.watchset.rewatch()
+                async with contextlib.aclosing(aiter(self.watchset)) as items:  # closes watchers
+                    async for item in items:
+                        if isinstance(item, Ready):
+                            await self._on_watching(item)
+                        elif self._on_batch(item):
+                            self.watchset.rewatch()
             finally:
                 await self._shutdown()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,7 +63,7 @@ class WatchSet:
         new, self.new_dirs = self.new_dirs, set()
         return new
 
-    async def __aiter__(self) -> AsyncIterator[Ready | Batch]:
+    async def __aiter__(self) -> AsyncGenerator[Ready | Batch, None]:
         stopping = asyncio.create_task(self._stop.wait())
         current, retiring = self._start(), list[Watching]()
         try:
