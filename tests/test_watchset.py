@@ -129,3 +129,30 @@ async def test_any_other_failure_of_a_watcher_is_raised() -> None:
     else:
         raise AssertionError("the failure was swallowed")
     assert h.started[0].closed
+
+
+@on_virtual_time
+async def test_a_ready_that_retires_a_watcher_with_a_batch_in_the_same_round() -> None:
+    """The old watcher's batch and the new one's READY come together: the old one is
+    closed by the READY, and its wait with it; the round goes on without it."""
+    h = Harness()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    old = h.started[0]
+    old.put()
+    assert await pending == Ready(poll=False)
+    old.put("/tree/new")
+    assert await h.next() == Batch({Path("/tree/new")}, poll=False)
+    h.set.rewatch()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    new = h.started[1]
+    old.put("/tree/late")
+    new.put()
+    first = await pending
+    assert first in (Ready(poll=False), Batch({Path("/tree/late")}, poll=False))
+    if first != Ready(poll=False):
+        assert await h.next() == Ready(poll=False)
+    assert old.closed and not new.closed
+    h.stop.set()
+    assert [item async for item in h.items] == []
