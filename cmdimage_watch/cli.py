@@ -24,6 +24,8 @@ from cmdimage_watch import lifecycle, project, statusfiles, terminal, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
+from cmdimage_watch.hashes import Hashes
+from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.lifecycle import LockedError
 from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
@@ -210,7 +212,7 @@ async def _build(
     hashes = project.read_hashes(settings.state_dir)
     if names is not None:  # a few images: keep the hashes of the others for the next run
         hashes.seen.update(hashes.entries)
-    reconciler = Reconciler(index, builder, settings, state, inputs, cache=hashes)
+    reconciler = Reconciler(index, builder, settings, Ledger(state, inputs), Hashes(hashes))
     writer = StatusWriter(lambda: index, lambda: state)
     reconciler.on_status = writer.write
     try:
@@ -278,7 +280,7 @@ def watch(
         build_timeout=settings.build_timeout,
     )
     daemon = Daemon(settings, builder)
-    daemon.on_event = output.event
+    daemon.publisher.on_event = output.event
     try:
         with output.showing(lambda: views.rows(daemon.index, daemon.reconciler.state, daemon.root)):
             asyncio.run(daemon.run())

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from cmdimage_watch import project
 from cmdimage_watch.builder import Builder
+from cmdimage_watch.hashes import Hashes
+from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import with_deps
 from cmdimage_watch.settings import Settings
@@ -36,7 +38,7 @@ class Progress:
         index = project.load(self.settings.root, self.specs)
         state, _ = project.read_state(index, self.settings.state_dir)
         builder = Builder(self.settings.log_dir)
-        reconciler = Reconciler(index, builder, self.settings, state, cache=self.cache)
+        reconciler = Reconciler(index, builder, self.settings, Ledger(state), Hashes(self.cache))
         outcomes: dict[str, str] = {}
         for name in names:  # an image is done only when all it is built from is done too
             needs = sorted(with_deps(index, [name]) - {name})

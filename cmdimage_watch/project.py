@@ -2,7 +2,8 @@
 
 `scan` finds the spec files, `load` indexes them, `read_state` takes back what earlier runs
 wrote (statuses, digests, the inputs of each last good build), and `write_status` writes
-the status file of a spec file. `scheduler` and `daemon` call these.
+the status file of a spec file. `cli`, `daemon`, `specset`, `statuswriter`, `progress` and
+`reconcile` call these.
 """
 
 from __future__ import annotations

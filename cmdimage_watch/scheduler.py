@@ -16,8 +16,11 @@ from loguru import logger
 
 from cmdimage_watch import models
 from cmdimage_watch.graph import Index
-from cmdimage_watch.reconcile import Reconciler
+from cmdimage_watch.reconcile import Plan, Reconciler
 from cmdimage_watch.sources import Inputs
+
+INPUTS_CHANGED = "build cancelled: its inputs changed while it ran"
+STOPPED = "build cancelled: cmdimage-watch was stopped"
 
 
 @dataclass
@@ -111,14 +114,15 @@ class Scheduler:
         if name not in self.reconciler.index.images or self.reconciler.index.frozen(name):
             return False  # gone, or its spec file is broken: keep the last good image
         plan = await self.reconciler.plan(name, force)
-        if plan is None:
-            return False
+        if not isinstance(plan, Plan):
+            return False  # up to date, waiting, put off, or failed with these inputs
         async with self._limit:
             if slot.dirty:  # changed again while queued: plan anew
                 slot.force |= force
                 return False
             slot.building = plan.inputs
-            slot.build = asyncio.create_task(self.reconciler.build(plan), name=f"build {name}")
+            build = self.reconciler.build(plan, INPUTS_CHANGED)
+            slot.build = asyncio.create_task(build, name=f"build {name}")
             try:
                 return await slot.build
             except asyncio.CancelledError:
@@ -141,11 +145,10 @@ class Scheduler:
     async def shutdown(self, grace: float) -> int:
         """Cancel every worker and its build, waiting `grace` seconds at most; count builds."""
         self.closed = True
-        self.reconciler.cancel_reason = "build cancelled: cmdimage-watch was stopped"
         workers = [s.worker for s in self._slots.values() if s.worker is not None]
         builds = sum(1 for s in self._slots.values() if s.build is not None)
         for task in [*workers, *self._checks]:
-            task.cancel()
+            task.cancel(STOPPED)  # the message reaches the build it awaits: its status says so
         if workers:
             _, pending = await asyncio.wait(workers, timeout=grace)
             if pending:
@@ -160,7 +163,7 @@ async def run_once(scheduler: Scheduler, names: Iterable[str] | None, force: boo
     named = set(index.images if names is None else names)
     wanted = with_deps(index, named)
     scheduler.scope = wanted
-    await scheduler.reconciler.prewarm(wanted)
+    await scheduler.reconciler.hashes.prewarm(wanted, index)
     scheduler.request(sorted(wanted - named))
     scheduler.request(sorted(named), force)
     await scheduler.wait_idle()

@@ -49,6 +49,14 @@ def failed(
     return models.CmdImageStatus(completed=done)
 
 
+def cancelled(
+    error: str, reason: str, started_at: datetime, finished_at: datetime
+) -> models.CmdImageStatus:
+    """A build stopped before its end: shown as Tilt shows it, a completion with an error,
+    but never recorded as a failure of its inputs (they are built again)."""
+    return failed(error, reason, started_at, finished_at)
+
+
 def published(local_ref: str, cluster_ref: str, started_at: datetime) -> models.ImageMapStatus:
     return models.ImageMapStatus(
         image=cluster_ref,

@@ -4,7 +4,7 @@ A status file usually sits in a build's own context (a spec file beside its Dock
 `docker build` reads that folder while it runs, and a file replaced under it fails the
 build ("missed writing N bytes"). So a status file under the folder of an image that is
 building waits until that build is over; an image's own `building` status is written
-before its command starts. `reconcile` reports changes; `daemon` and `cli` flush.
+before its command starts. `reconcile` reports changes; `publisher` (in the daemon) and `cli` flush.
 """
 
 from __future__ import annotations

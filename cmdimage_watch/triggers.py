@@ -2,7 +2,7 @@
 
 The daemon's watcher reports the file; this forces NAME's build and removes the file only
 once that build is over, so `wait` can tell a build still to come from one done. Fed
-paths by `daemon`; feeds forced requests to the `scheduler`.
+paths by `dispatch` (and by `daemon` at start-up); feeds forced requests to the `scheduler`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Triggers:
         if found:
             logger.info("triggered: {}", ", ".join(sorted(found)))
             self._under_way.update(found)
-            self.reconciler.drop_prewarmed(found)
+            self.reconciler.hashes.drop(found)
             self.scheduler.request(sorted(found), force=True)
             self._spawn(self._clear(found))
 
@@ -60,7 +60,7 @@ class Triggers:
     async def _clear(self, triggers: dict[str, bytes]) -> None:
         await self.scheduler.wait_idle(triggers)
         for name, seen in triggers.items():
-            if name in self.reconciler.deferred:
+            if name in self.reconciler.ledger.deferred:
                 continue  # its build waits for its spec file: cleared after that (resumed)
             if self._under_way.get(name) == seen:
                 del self._under_way[name]

@@ -128,6 +128,14 @@ def row(name: str, value: models.CmdImageStatus | None, file: str) -> Row:
     )
 
 
+def summary(found: list[Row]) -> str:
+    """How many images are in each state: `2 ok, 1 failed`."""
+    counts: dict[str, int] = {}
+    for r in found:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no images"
+
+
 def table(found: list[Row], now: datetime, live: bool = False) -> Table:
     """The images as a table; `live` adds a spinner to building rows."""
     grid = Table(box=None, pad_edge=False, expand=False)

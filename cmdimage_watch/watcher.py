@@ -3,7 +3,7 @@
 watchfiles ends a batch as soon as the *set* of changed paths stops growing for one step,
 so fifty saves of one file arrive as several batches. Here a batch ends only after `quiet`
 seconds without any event, or `cap` seconds after its first. The thread hands batches (and
-its own failure) to the event loop; `daemon` consumes them.
+its own failure) to the event loop; `watchset` consumes them.
 """
 
 from __future__ import annotations

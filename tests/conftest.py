@@ -15,7 +15,10 @@ import docker
 import docker.errors
 import pytest
 
+from tests.daemon_harness import daemon_env
+
 BASE_IMAGE = "cmdimage-watch/busybox:latest"
+TTY_VARS = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 FIX = "run scripts/setup (or use scripts/test)"
 
 
@@ -113,3 +116,14 @@ def remove_images(client: docker.DockerClient, marker: str) -> None:
             if marker in tag:
                 with contextlib.suppress(docker.errors.NotFound):
                     client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    """A daemon's environment: the test engine's address (not checked: a test that builds
+    asks for `docker_client` too, and a test that needs no engine does not wait for one),
+    the legacy builder, no stray Tilt variables, and no terminal settings of the shell
+    that runs the tests (a test that wants a terminal sets its own)."""
+    engine = os.environ.get("DOCKER_HOST", "")
+    plain = {k: v for k, v in daemon_env(engine).items() if k not in TTY_VARS}
+    return plain | {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}

@@ -1,49 +1,25 @@
 """A harness for running the real `cmdimage-watch watch` as a subprocess against real files.
 
 `Watchers` starts daemons (output to a log file, ready once they log "watching") and always
-stops them: SIGTERM, then SIGKILL by pid. `Tree` is a watched folder plus an `out` folder
-outside it, where build commands record what they saw, so that counting builds never feeds
-the watcher. `wait_until` polls a condition every 50 ms; its deadline is a guard against a
-hang, not a claim about speed. Status files are read with a plain YAML loader.
+stops them: SIGTERM, then SIGKILL by pid; `Watcher.settle` waits until a daemon has handled
+every change made so far. The tree is `tests.helpers.tree`'s, waiting `tests.helpers.polling`'s.
+Status files are read with a plain YAML loader.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shlex
+import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psutil
 from ruamel.yaml import YAML
 
-POLL_S = 0.05
-GUARD_S = 30.0  # a generous deadline: a failing condition fails, a slow machine does not
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = GUARD_S) -> T:
-    """Poll `check` every 50 ms until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_S)
-
-
-def q(path: Path | str) -> str:
-    return shlex.quote(str(path))
-
+from tests.helpers.polling import GUARD_S, wait_until
 
 # --- status files --------------------------------------------------------------------------
 
@@ -85,62 +61,6 @@ def completed(spec: Path, name: str) -> dict[str, Any]:
 # --- processes -----------------------------------------------------------------------------
 
 
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is not: it runs nothing, only awaits reaping)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (non-zombie) processes of process group `pgid`."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, OSError):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                found.append(proc.pid)
-    return found
-
-
-@dataclass
-class Tree:
-    """A watched folder `root`, and `out` beside it (never watched) for what commands record."""
-
-    root: Path
-    out: Path
-    uid: str  # in image names, so tests never share or remove each other's images
-
-    def spec(self, rel: str, *docs: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n---\n".join(docs) + "\n")
-        return path
-
-    def lines(self, name: str = "builds") -> list[str]:
-        """The lines build commands appended to `out/<name>`."""
-        try:
-            return (self.out / name).read_text().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def record(self, what: str = "$(cat src.txt)", name: str = "builds") -> str:
-        """A shell snippet that appends `what` (evaluated by the build's shell) to out/<name>."""
-        return f'echo "{what}" >> {q(self.out / name)}'
-
-    def pids(self, name: str = "pids") -> list[int]:
-        return [int(line) for line in self.lines(name)]
-
-    def kill_recorded(self, started: float) -> None:
-        """SIGKILL the groups of build processes a test recorded and left running (only
-        processes younger than the test, so a reused pid is never hit)."""
-        for path in self.out.glob("pids*"):
-            for line in path.read_text().split():
-                with contextlib.suppress(psutil.Error, OSError, ValueError):
-                    if psutil.Process(int(line)).create_time() >= started - 1:
-                        os.killpg(int(line), signal.SIGKILL)
-
-
 @dataclass
 class Watcher:
     """One `cmdimage-watch watch` process and its combined output."""
@@ -148,6 +68,7 @@ class Watcher:
     root: Path
     log: Path
     proc: subprocess.Popen[bytes]
+    _settles: int = 0
 
     @property
     def pid(self) -> int:
@@ -172,6 +93,26 @@ class Watcher:
             return needle in self.output()
 
         wait_until(seen, f"{needle!r} in the daemon's log", timeout)
+
+    def settle(self) -> None:
+        """Return once every change made before this call has been seen and the work it
+        started is over, as the daemon's `-v` log tells. A sentinel file is written in the
+        trigger folder (watched, and ignored there as `trigger`'s temp files are); events
+        arrive in order, so every earlier change is in the batch that holds it, or before."""
+        self._settles += 1
+        sentinel = self.root / ".cmdimage-watch" / "triggers" / f".settle-{self._settles}"
+        sentinel.write_text("")
+
+        def idle() -> bool:
+            text = self.output()
+            listed = rf"^.* batch (\d+): .*{re.escape(str(sentinel))}(?:,| \(|$)"
+            found = re.search(listed, text, re.MULTILINE)
+            if found is None and self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited before settling:\n{text}")
+            return found is not None and f"idle after batch {found[1]}\n" in text
+
+        wait_until(idle, f"the daemon to handle {sentinel.name} and go idle")
+        sentinel.unlink()
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -234,7 +175,7 @@ class Watchers:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"daemon-{len(self.started)}.log"
         args = [sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
-        args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), *flags]
+        args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), "-v", *flags]
         with log.open("wb") as sink:
             proc = subprocess.Popen(
                 args, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env

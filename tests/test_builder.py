@@ -36,6 +36,8 @@ from cmdimage_watch.builder import Builder, BuildError, BuildRequest, BuildResul
 from cmdimage_watch.graph import Index
 from tests.conftest import remove_images
 from tests.helpers import cluster, cmdimage, index_of, run_async, write
+from tests.helpers.polling import until, wait_until
+from tests.helpers.processes import group_members
 
 T = TypeVar("T")
 STARTED = datetime(2026, 11, 26, 12, 0, 0, 250000, tzinfo=UTC)
@@ -787,23 +789,12 @@ def test_a_line_longer_than_the_stream_limit_is_kept(project: Project) -> None:
 GROUP_SCRIPT = "sleep 60 & sleep 60"
 
 
-def alive_in_group(pgid: int) -> list[psutil.Process]:
-    """The live (not zombie) processes of a process group."""
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
-
-
 def survivors(pgid: int) -> list[psutil.Process]:
     """What is left of a process group that was sent SIGKILL, once the kernel is done with it:
     a killed process closes its pipes (which ends the build) a moment before it is gone."""
-    deadline = time.monotonic() + 2
-    while (alive := alive_in_group(pgid)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return alive
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not group_members(pgid), f"process group {pgid} to end", timeout=2)
+    return group_members(pgid)
 
 
 def spawn_recorder(pids: list[int]) -> Callable[[str, int | None], None]:
@@ -816,12 +807,12 @@ def spawn_recorder(pids: list[int]) -> Callable[[str, int | None], None]:
 
 async def sleeps_started(pids: list[int]) -> int:
     """The build's process group, once both of GROUP_SCRIPT's sleeps run in it."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if pids and sum(p.name() == "sleep" for p in alive_in_group(pids[0])) == 2:
-            return pids[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the build's sleeps did not start (group {pids})")
+
+    def both() -> bool:
+        return bool(pids) and sum(p.name() == "sleep" for p in group_members(pids[0])) == 2
+
+    await until(both, f"the build's sleeps to start (group {pids})", within=10)
+    return pids[0]
 
 
 def test_build_timeout_kills_the_process_group(project: Project) -> None:

@@ -10,22 +10,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
-from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
-from tests.helpers import cmdimage, write
+from tests.helpers.tree import Tree
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 BUILD = 'docker build --network none -q {args}-t "$EXPECTED_REF" . >/dev/null'
@@ -35,34 +30,10 @@ APP_SCRIPT = 'echo app >> "$COUNTER" && printf %s "$TILT_IMAGE_0" > "$SEEN" && '
 )
 
 
-@dataclass
-class Tree:
-    root: Path
-    counter: Path  # one line per command run, outside the tree so it is no source
-    seen: Path  # what app's command got as TILT_IMAGE_0
-    uid: str
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "cmdimage_watch", "build", str(self.root), *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-
-    def runs(self) -> list[str]:
-        return self.counter.read_text().split() if self.counter.exists() else []
-
-    def status(self, name: str) -> list[dict[str, Any]]:
-        return read_status_file(self.root / name / f"{name}.status.yaml")
-
-    def add(self, name: str, script: str, **spec: Any) -> None:
-        env = [f"COUNTER={self.counter}", f"SEEN={self.seen}", "DOCKER_BUILDKIT=0"]
-        args = ["sh", "-c", script]
-        doc = cmdimage(name, f"{self.uid}-{name}", args=args, env=env, **spec)
-        write(self.root / name / f"{name}.yaml", doc)
-
-
 @pytest.fixture
 def tree(tmp_path: Path, docker_client: docker.DockerClient, base_image: str) -> Iterator[Tree]:
     uid = f"ciw-cli-{uuid.uuid4().hex[:10]}"
-    found = Tree((tmp_path / "tree").resolve(), tmp_path / "counter", tmp_path / "seen", uid)
+    found = Tree((tmp_path / "tree").resolve(), tmp_path / "out", uid).make()
     found.add("base", BASE_SCRIPT)
     (found.root / "base" / "Dockerfile").write_text(f"FROM {base_image}\nCOPY base.txt /base.txt\n")
     (found.root / "base" / "base.txt").write_text(f"{uid}\n")

@@ -8,7 +8,6 @@ what is tested is that nothing runs, and that it runs once the Cluster is fixed.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Tree, Watchers, cli, completed, daemon_env, status_of, wait_until
+from tests.daemon_harness import Watchers, cli, completed, status_of
 from tests.helpers import cluster, cmdimage
+from tests.helpers.polling import wait_until
+from tests.helpers.tree import Tree
 
 MISSING_HOST = "Required value: the registry host that images are pushed to"
 LONG_NAME = "o" * 230  # fits alone; under gcr.io/somewhat/long/hostname/ it is 260 characters
@@ -29,11 +30,6 @@ def tree(tmp_path: Path) -> Tree:
     made.root.mkdir()
     made.out.mkdir()
     return made
-
-
-@pytest.fixture
-def env() -> dict[str, str]:
-    return daemon_env(os.environ.get("DOCKER_HOST", ""))
 
 
 @pytest.fixture

@@ -26,49 +26,43 @@ import pytest
 
 from tests.conftest import remove_images
 from tests.daemon_harness import (
-    Tree,
     Watcher,
     Watchers,
     cli,
     completed,
-    daemon_env,
     find_doc,
-    group_members,
-    q,
-    running,
     status_docs,
     status_of,
     status_path,
-    wait_until,
 )
 from tests.helpers import cmdimage, filewatch, imagemap
+from tests.helpers.polling import wait_until
+from tests.helpers.processes import group_members, running
+from tests.helpers.tree import Tree, q
 
-SETTLE_S = 1.0  # well past the 50 ms debounce: anything still to come would have come
 CONTENT_TAG = "tilt-[0-9a-f]{16}"
 DOCKER_BUILD = 'docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
 DOCKERFILE = "FROM cmdimage-watch/busybox:latest\nCOPY content.txt /content.txt\n"
 
 
 @pytest.fixture
-def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
+def tree(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Tree]:
+    """The watched tree. Most images here are `outputMode: remote` and need no engine: only
+    a test that asks for `docker_client` (it builds) has its images removed afterwards."""
     started = time.time()
     made = Tree(tmp_path / "tree", tmp_path / "out", f"ciw-daemon-{uuid.uuid4().hex[:10]}")
     made.root.mkdir()
     made.out.mkdir()
     yield made
     made.kill_recorded(started)
-    remove_images(docker_client, made.uid)
-
-
-@pytest.fixture
-def env(docker_host: str) -> dict[str, str]:
-    return daemon_env(docker_host)
+    if "docker_client" in request.fixturenames:
+        remove_images(request.getfixturevalue("docker_client"), made.uid)
 
 
 @pytest.fixture
 def watchers(tmp_path: Path, tree: Tree, env: dict[str, str]) -> Iterator[Watchers]:
     """Starts daemons; every one is stopped at the end (after `tree` no longer needs them)."""
-    started = Watchers(tmp_path / "logs", env)
+    started = tree.watchers = Watchers(tmp_path / "logs", env)
     try:
         yield started
     finally:
@@ -126,8 +120,10 @@ def wait_lines(tree: Tree, count: int, name: str = "builds") -> list[str]:
 
 
 def settled(tree: Tree, name: str = "builds") -> list[str]:
-    """What out/<name> holds after waiting well past the debounce."""
-    time.sleep(SETTLE_S)
+    """What out/<name> holds once the daemon has seen every change made so far and the
+    work they started is over (it says so in its log: no fixed wait)."""
+    assert tree.watchers is not None and tree.watchers.started
+    tree.watchers.started[-1].settle()
     return tree.lines(name)
 
 

@@ -14,6 +14,7 @@ import pytest
 from cmdimage_watch.lifecycle import BuildRecords, LockedError, StateLock, holder
 from tests.daemon_harness import Watchers, cli, daemon_env
 from tests.helpers import cmdimage, write
+from tests.helpers.processes import group_members, running
 
 
 @pytest.fixture
@@ -90,11 +91,11 @@ def test_a_build_left_running_is_ended_whole(
 ) -> None:
     records = BuildRecords(tmp_path / "builds")
     records.update("app", group.pid)
-    members = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == group.pid]
+    members = [p.pid for p in group_members(group.pid)]
     assert len(members) >= 2
     assert records.end_orphans(stop_timeout=2) == ["app"]
     group.wait(5)
-    assert not [pid for pid in members if psutil.pid_exists(pid) and _alive(pid)]
+    assert not [pid for pid in members if psutil.pid_exists(pid) and running(pid)]
     assert list((tmp_path / "builds").iterdir()) == []
 
 
@@ -109,17 +110,3 @@ def test_a_pid_now_used_by_another_program_is_spared(
     assert BuildRecords(folder).end_orphans(stop_timeout=1) == []
     assert group.poll() is None
     assert list(folder.iterdir()) == []
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from cmdimage_watch.regularfiles import NotRegularFile, open_regular, read_regular
-from tests.daemon_harness import Tree, Watchers, cli, completed, daemon_env, wait_until
+from tests.daemon_harness import Watchers, cli, completed
 from tests.helpers import cmdimage, write
+from tests.helpers.polling import wait_until
+from tests.helpers.tree import Tree
 
 
 def special_files(folder: Path) -> dict[str, Path]:
@@ -50,11 +52,6 @@ def test_a_regular_file_and_a_symlink_to_one_are_read(tmp_path: Path) -> None:
         assert f.read() == b"abc"
     with pytest.raises(FileNotFoundError):
         read_regular(tmp_path / "missing")
-
-
-@pytest.fixture
-def env() -> dict[str, str]:
-    return daemon_env(os.environ.get("DOCKER_HOST", ""))
 
 
 def hostile_tree(root: Path, out: Path) -> Path:

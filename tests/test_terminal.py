@@ -16,10 +16,8 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,57 +32,28 @@ from tests.conftest import remove_images
 from tests.daemon_harness import (
     Watchers,
     cli,
-    daemon_env,
-    running,
     status_docs,
     status_of,
-    wait_until,
 )
-from tests.helpers import cmdimage, schema
+from tests.helpers import schema
+from tests.helpers.polling import wait_until
+from tests.helpers.processes import running
+from tests.helpers.tree import Tree
 
-POLL_S = 0.1
-GUARD_S = 30.0  # a deadline against hangs, not a claim about speed
 SPINNER = "[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]"  # rich's "dots"
 CLOCK = r"\d\d:\d\d:\d\d"
 DOCKERFILE = "FROM cmdimage-watch/busybox:latest\nCOPY content.txt /content.txt\n"
 DOCKER_BUILD = 'docker build --network none -t "$EXPECTED_REF" .'
-TTY_VARS = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
-
-
-@dataclass
-class Tree:
-    """A watched folder with one image folder `img` (Dockerfile, content.txt, build.sh)."""
-
-    root: Path
-    uid: str  # the image's ref, so tests never share or remove each other's images
-
-    @property
-    def img(self) -> Path:
-        return self.root / "img"
-
-    def spec(self, name: str, *args: str, **spec: Any) -> Path:
-        path = self.img / "img.yaml"
-        path.write_text(cmdimage(name, self.uid, args=list(args), **spec) + "\n")
-        return path
-
-    def script(self, *lines: str) -> None:
-        (self.img / "build.sh").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
 def tree(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Tree]:
-    made = Tree(tmp_path / "tree", f"ciw-term-{uuid.uuid4().hex[:10]}")
+    made = Tree(tmp_path / "tree", tmp_path / "out", f"ciw-term-{uuid.uuid4().hex[:10]}").make()
     made.img.mkdir(parents=True)
     (made.img / "Dockerfile").write_text(DOCKERFILE)
     (made.img / "content.txt").write_text("one\n")
     yield made
     remove_images(docker_client, made.uid)
-
-
-@pytest.fixture
-def env(docker_host: str) -> dict[str, str]:
-    plain = {k: v for k, v in daemon_env(docker_host).items() if k not in TTY_VARS}
-    return plain | {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 def watch_args(root: Path, *flags: str) -> list[str]:
@@ -133,22 +102,28 @@ class Screen:
         return "\n".join(line.rstrip() for line in captured.splitlines())
 
     def wait_for(self, pattern: str, what: str) -> re.Match[str]:
-        """Poll the visible screen every 100 ms until a line matches `pattern`."""
-        deadline = time.monotonic() + GUARD_S
-        while True:
-            screen = self.text()
-            found = re.search(pattern, screen, re.MULTILINE)
-            if found:
-                return found
-            if time.monotonic() > deadline or self.exit.exists():
-                raise AssertionError(f"no {what} ({pattern!r}) on the screen:\n{screen}")
-            time.sleep(POLL_S)
+        """Poll the visible screen until a line matches `pattern`."""
+
+        def found() -> re.Match[str] | None:
+            match = re.search(pattern, self.text(), re.MULTILINE)
+            if match is None and self.exit.exists():
+                raise AssertionError(f"the daemon exited: no {what} ({pattern!r}) on the screen")
+            return match
+
+        try:
+            return wait_until(found, f"{what} ({pattern!r}) on the screen")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.text()}") from None
 
     def stop(self) -> int:
         """SIGTERM to the daemon by pid; its exit status."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        return int(wait_until(lambda: self.exit.exists() and self.exit.read_text(), "the exit"))
+
+        def exit_text() -> str | None:
+            return self.exit.read_text() if self.exit.exists() else None
+
+        return int(wait_until(exit_text, "the exit"))
 
     def close(self) -> None:
         if self.pid and running(self.pid) and not self.exit.exists():
@@ -176,7 +151,7 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
 ) -> None:
     name = "ptyimg"
     script = f"echo about to build; sleep 2; {DOCKER_BUILD}"
-    spec = tree.spec(name, "sh", "-c", script, env=["DOCKER_BUILDKIT=0"])
+    spec = tree.img_spec(name, "sh", "-c", script, env=["DOCKER_BUILDKIT=0"])
     screen.start(watch_args(tree.root))
 
     building = row(name, f"{SPINNER} building", "initial build", r"(\d+\.\d)s$")
@@ -186,10 +161,12 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
     assert float(later) > float(first)
     ok = row(name, "ok", "initial build", r"\S+ ago", r"\d+\.\ds", r"(\S+:tilt-[0-9a-f]{16})$")
     ref = screen.wait_for(ok, "ok row with the ref")[1]
+    # the table shows the daemon's memory at once; its status file follows within a flush
+    wait_until(lambda: "ref" in status_of(spec, "CmdImage", name), "the ref in the status file")
     assert ref == status_of(spec, "CmdImage", name)["ref"]
     assert ref.startswith(f"{tree.uid}:tilt-")
 
-    tree.spec(name, "sh", "-c", "echo about to fail; exit 3")
+    tree.img_spec(name, "sh", "-c", "echo about to fail; exit 3")
     error = 'Custom build "echo about to fail; exit 3" failed: exit status 3; see the log'
     failed = row(name, "failed", "spec changed", r"\S+ ago", r"\d+\.\ds", re.escape(error))
     screen.wait_for(failed, "failed row with the first line of the error")
@@ -211,7 +188,7 @@ def test_the_live_table_shows_building_then_ok_with_the_ref_then_failed_with_the
 def cheap_failure(tree: Tree, name: str) -> Path:
     """A build that prints a line and fails at once, with no Docker check."""
     script = "echo hello from the build; exit 3"
-    return tree.spec(name, "sh", "-c", script, outputMode="remote")
+    return tree.img_spec(name, "sh", "-c", script, outputMode="remote")
 
 
 def test_no_tui_on_a_terminal_prints_plain_timestamped_lines(tree: Tree, screen: Screen) -> None:
@@ -309,7 +286,7 @@ def test_json_events_and_status_json_follow_their_schemas(
     name = "jsonimg"
     good = ("echo good", DOCKER_BUILD)
     tree.script(*good)
-    spec = tree.spec(name, "sh", "build.sh", env=["DOCKER_BUILDKIT=0"])
+    spec = tree.img_spec(name, "sh", "build.sh", env=["DOCKER_BUILDKIT=0"])
     daemon = JsonDaemon(tmp_path, tree.root, env)
     try:
         daemon.wait_event("build_finished")

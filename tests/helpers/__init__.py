@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.specfiles import load_spec_file
 
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = Path(__file__).parent.parent / "schemas"
 T = TypeVar("T")
 P = ParamSpec("P")
 

@@ -1,0 +1,115 @@
+"""The Docker engine, as the daemon itself talks to it (SPEC §3 steps 9 and 10, §4 start-up).
+
+One SDK client per engine address, kept and reused (dropped when its engine goes away);
+an image's id, a tag, a push read to the end of its stream, a ping. Every failure is a
+`BuildError` naming the engine's address. The only module that imports `docker`; used by
+`builder`, which resolves each build's address once (`buildenv.docker_host`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from cmdimage_watch import refs
+from cmdimage_watch.buildenv import BuildError
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+FAULTS = (docker.errors.DockerException, requests.RequestException)
+
+
+@dataclass
+class Engines:
+    """The Docker clients of a builder, one per engine address; `environ` is the builder's
+    environment (so "" means its DOCKER_HOST, or Docker's default)."""
+
+    environ: dict[str, str]
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close the clients (their pooled connections); a later call opens new ones."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def image_id(self, host: str, ref: refs.Ref, written_to: Path | None = None) -> str:
+        """The id of `ref` in the engine at `host`; BuildError when it is not there."""
+        try:
+            return str(self._client(host).images.get(str(ref)).id)
+        except docker.errors.ImageNotFound:
+            raise BuildError(_not_found(host, ref, written_to)) from None
+        except FAULTS as exc:
+            self._clients.pop(host, None)  # a client whose engine went away: start afresh
+            raise self.error(host, exc) from None
+
+    def tag(self, host: str, image_id: str, ref: refs.Ref) -> None:
+        try:
+            self._client(host).images.get(image_id).tag(ref.name, ref.tag)
+        except FAULTS as exc:
+            self._clients.pop(host, None)
+            raise self.error(host, exc) from None
+
+    def push(self, host: str, ref: refs.Ref, registry: refs.Registry) -> None:
+        error = ""
+        try:
+            events = self._client(host).images.push(ref.name, ref.tag, stream=True, decode=True)
+            # The SDK reports push failures only inside the stream; read it to its end, since
+            # a stream left half-read keeps its connection (and socket) open.
+            for event in events:
+                detail = event.get("errorDetail") or {}
+                error = error or event.get("error") or detail.get("message") or ""
+        except FAULTS as exc:
+            error = str(exc)
+        if error:
+            raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
+
+    def unreachable(self, host: str) -> str:
+        """Why the engine at `host` does not answer a ping, or "" when it does. A client of
+        its own with a short timeout: the pooled one may wait much longer."""
+        try:
+            with contextlib.closing(self._connect(host, timeout=5)) as client:
+                client.ping()
+        except FAULTS as exc:
+            return str(self.error(host, exc))
+        return ""
+
+    def error(self, host: str, exc: Exception) -> BuildError:
+        where = host or self.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        return BuildError(
+            f"Docker engine at {where} is not reachable: {exc}. Start it, or point DOCKER_HOST "
+            "(or the Cluster's spec.connection.docker.host) at a running engine"
+        )
+
+    def _client(self, host: str) -> Any:
+        client = self._clients.get(host)
+        if client is None:
+            try:
+                client = self._connect(host)
+            except docker.errors.DockerException as exc:
+                raise self.error(host, exc) from None
+            self._clients[host] = client
+        return client
+
+    def _connect(self, host: str, **options: Any) -> Any:
+        if host:
+            return docker.DockerClient(base_url=host, **options)
+        return docker.from_env(environment=self.environ, **options)
+
+
+def _not_found(host: str, ref: refs.Ref, written_to: Path | None) -> str:
+    where = host or "the default DOCKER_HOST"
+    if written_to:
+        return (
+            f"Could not find image in Docker. Your build command wrote {ref.familiar()} to "
+            f"{written_to}; it should also tag that image (looked in the engine at {where})"
+        )
+    return (
+        "Could not find image in Docker. Did your build command tag the image $EXPECTED_REF? "
+        f"(looked for {ref.familiar()} in the engine at {where})"
+    )

@@ -1,0 +1,159 @@
+"""The build command as a process: its own process group, its log, its end (SPEC §3 step 5).
+
+`Runner.run` rotates `<name>.log` to `<name>.prev.log`, starts `args` without a shell in
+`dir`, pumps every output line to the log and to `output`, and stops the whole group
+(SIGTERM, SIGKILL after `stop_timeout`) on `--build-timeout` or cancellation. `on_spawn`
+tells `lifecycle.BuildRecords` of the group. Fed by `builder`; knows no Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cmdimage_watch.buildenv import BuildError, display_command, quoted
+from cmdimage_watch.graph import Image
+
+Output = Callable[[str, str], None]  # (image name, line of build output)
+OnSpawn = Callable[[str, int | None], None]  # (image name, process group, None once over)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A command that ran to its end: its exit code (negative: the signal) and its log."""
+
+    returncode: int
+    log: Path
+    display: str
+
+    def error(self) -> str:
+        """The `completed.error` of a non-zero exit."""
+        why = exit_text(self.returncode)
+        return f"Custom build {quoted(self.display)} failed: {why}; see the log {self.log}"
+
+
+@dataclass
+class Runner:
+    log_dir: Path
+    output: Output
+    stop_timeout: float
+    build_timeout: float | None
+    on_spawn: OnSpawn
+
+    async def run(self, image: Image, env: dict[str, str]) -> Finished:
+        """Run `image`'s command to its end; a timeout or a command that cannot start is a
+        BuildError, a cancellation ends the process group first."""
+        log_path = self._rotate_log(image.name)
+        display = display_command(image.spec.args)
+        with log_path.open("w", encoding="utf-8") as log:
+            proc = await self._spawn(image, env, display, log)
+            self.on_spawn(image.name, proc.pid)
+            try:
+                rc = await asyncio.wait_for(self._pump(image.name, proc, log), self.build_timeout)
+            except TimeoutError:
+                await self._stop(proc)
+                raise BuildError(
+                    f"Custom build {quoted(display)} timed out after {self.build_timeout:g} s "
+                    f"(--build-timeout); see the log {log_path}"
+                ) from None
+            except BaseException:  # cancelled, or the log's disk is full: end the build too
+                await self._stop(proc)
+                raise
+            finally:
+                self.on_spawn(image.name, None)
+        return Finished(rc, log_path, display)
+
+    async def _spawn(
+        self, image: Image, env: dict[str, str], display: str, log: IO[str]
+    ) -> asyncio.subprocess.Process:
+        if not image.dir.is_dir():
+            raise BuildError(
+                f"Custom build {quoted(display)} cannot run: its dir {image.dir} does not "
+                f"exist (spec.dir of CmdImage {image.name} in {image.loc})"
+            )
+        log.write(f"$ {display}\n")
+        try:
+            return await asyncio.create_subprocess_exec(
+                *image.spec.args,
+                cwd=image.dir,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BuildError(_cannot_start(image, display, exc)) from None
+
+    async def _pump(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> int:
+        assert proc.stdout is not None
+        while raw := await read_line(proc.stdout):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            log.write(line + "\n")
+            log.flush()
+            self.output(name, line)
+        return await proc.wait()
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the build's process group, SIGKILL after `stop_timeout`."""
+        kill_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_timeout)
+        kill_group(proc.pid, signal.SIGKILL)  # children left in the group go too
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 5)
+
+    def _rotate_log(self, name: str) -> Path:
+        path = self.log_dir / f"{name}.log"
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                path.replace(self.log_dir / f"{name}.prev.log")
+            path.touch()
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the build log {path}: {exc.strerror or exc}; free some disk space "
+                f"or make {self.log_dir} a writable folder, then save again"
+            ) from None
+        return path
+
+
+def _cannot_start(image: Image, display: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        why = "was not found on PATH or in"
+    elif isinstance(exc, PermissionError):
+        why = "is not executable, run from"
+    else:  # ENOEXEC: a script without a #! line, or a foreign binary
+        why = f"could not be started ({exc.strerror}; does it start with #!?), run from"
+    return (
+        f"Custom build {quoted(display)} failed: the program {image.spec.args[0]!r} {why} "
+        f"{image.dir}; fix spec.args of CmdImage {image.name} in {image.loc}"
+    )
+
+
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line, b"" at the end; a line longer than the stream's buffer limit comes in
+    pieces (iterating the stream raises ValueError on it, and the build would escape)."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the last line had no newline
+    except asyncio.LimitOverrunError as exc:
+        return await stream.readexactly(exc.consumed)
+
+
+def kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def exit_text(rc: int) -> str:
+    if rc < 0:  # Go's (and so Tilt's) wording: "signal: killed", "signal: terminated"
+        return f"signal: {(signal.strsignal(-rc) or f'signal {-rc}').lower()}"
+    return f"exit status {rc}"

@@ -1,0 +1,136 @@
+"""The watchers of a tree as one stream: `Ready` once watches are in place, then `Batch`es.
+
+When the folders to watch change (the consumer calls `rewatch` while handling a batch), a
+new watcher starts and the old one keeps reporting until the new one's watches are in
+place, so no change falls between the two. When inotify runs out of watches, the tree is
+polled instead, with one warning. Watchers come from a factory (`watcher.Watcher` in the
+daemon, a scripted stream in tests). Consumed by `daemon` until its `stop` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from loguru import logger
+
+from cmdimage_watch.watcher import READY
+
+
+class Watching(Protocol):
+    """What a watcher gives: a stream of batches, READY first, and a way to stop."""
+
+    stream: AsyncIterator[frozenset[Path]]
+
+    async def close(self) -> None: ...
+
+
+Factory = Callable[[set[Path], bool], Watching]  # (folders to watch, poll) -> a watcher
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The current watcher's watches are in place: from now on no change is missed."""
+
+    poll: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    paths: set[Path]
+    poll: bool  # seen by polling, whose mtimes are to the second
+
+
+class WatchSet:
+    def __init__(
+        self, factory: Factory, dirs: Callable[[], set[Path]], poll: bool, stop: asyncio.Event
+    ) -> None:
+        self._factory, self._dirs, self.poll, self._stop = factory, dirs, poll, stop
+        self.watched: set[Path] = set()
+        self.new_dirs: set[Path] = set()  # watched since the last Ready
+        self._rewatch = False
+        self._waits: dict[Watching, asyncio.Future[frozenset[Path]]] = {}
+
+    def rewatch(self) -> None:
+        """The folders to watch changed: start a watcher on them after this batch."""
+        self._rewatch = True
+
+    def take_new_dirs(self) -> set[Path]:
+        new, self.new_dirs = self.new_dirs, set()
+        return new
+
+    async def __aiter__(self) -> AsyncGenerator[Ready | Batch, None]:
+        stopping = asyncio.create_task(self._stop.wait())
+        current, retiring = self._start(), list[Watching]()
+        try:
+            while True:
+                done = await self._next(stopping, current, retiring)
+                if stopping in done:
+                    return
+                for watcher, future in [(w, f) for w, f in self._waits.items() if f in done]:
+                    if self._waits.pop(watcher, None) is None:
+                        continue  # retired (and its wait closed) by a Ready of this round
+                    batch = self._result(future, watcher is current)
+                    if batch is None:  # out of inotify watches: poll from now on
+                        current = self._start()
+                    elif batch is READY and watcher is current:
+                        await self._close_all(retiring)
+                        retiring = []
+                        yield Ready(self.poll)
+                    elif batch is not READY:
+                        yield Batch(set(batch), self.poll)
+                        if self._rewatch:
+                            retiring.append(current)
+                            current = self._start()
+        finally:
+            stopping.cancel()
+            await self._close_all([current, *retiring])
+
+    async def _next(
+        self, stopping: asyncio.Task[Any], current: Watching, retiring: list[Watching]
+    ) -> set[asyncio.Future[Any]]:
+        for watcher in (current, *retiring):
+            if watcher not in self._waits:
+                self._waits[watcher] = asyncio.ensure_future(anext(watcher.stream))
+        waiting: set[asyncio.Future[Any]] = {stopping, *self._waits.values()}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        return done
+
+    def _result(
+        self, future: asyncio.Future[frozenset[Path]], current: bool
+    ) -> frozenset[Path] | None:
+        """The batch; None when the current watcher ran out of inotify watches (so the
+        tree is polled from now on); what else a watcher raised, raised."""
+        try:
+            return future.result()
+        except OSError as exc:
+            if not current or self.poll or not _out_of_watches(exc):
+                raise
+            self.poll = True
+            logger.warning(
+                "inotify watch limit reached ({}); polling instead. Raise "
+                "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
+                exc,
+            )
+            return None
+
+    def _start(self) -> Watching:
+        self._rewatch = False
+        before, self.watched = self.watched, self._dirs()
+        self.new_dirs |= self.watched - before if before else set()
+        return self._factory(self.watched, self.poll)
+
+    async def _close_all(self, watchers: list[Watching]) -> None:
+        for watcher in watchers:
+            waiting = self._waits.pop(watcher, None)
+            if waiting is not None:
+                waiting.cancel()
+            await watcher.close()
+
+
+def _out_of_watches(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC or "inotify" in str(exc)

@@ -1,0 +1,158 @@
+"""The watch set with its one seam faked: watchers are scripted streams of batches.
+
+Each scripted watcher records the folders it was given and whether it polls; the test
+feeds it READY, batches or an error, and sees what the set yields, which watcher it
+starts next, and which it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cmdimage_watch.watcher import READY
+from cmdimage_watch.watchset import Batch, Ready, WatchSet
+from tests.helpers import on_virtual_time
+
+
+class Scripted:
+    """A watcher whose batches (or error) the test puts in."""
+
+    def __init__(self, dirs: set[Path], poll: bool) -> None:
+        self.dirs, self.poll = set(dirs), poll
+        self.closed = False
+        self.queue: asyncio.Queue[frozenset[Path] | BaseException] = asyncio.Queue()
+        self.stream = self._items()
+
+    async def _items(self) -> AsyncIterator[frozenset[Path]]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def put(self, *paths: str) -> None:
+        self.queue.put_nowait(frozenset(Path(p) for p in paths) if paths else READY)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Harness:
+    def __init__(self, poll: bool = False) -> None:
+        self.started: list[Scripted] = []
+        self.dirs = {Path("/tree")}
+        self.stop = asyncio.Event()
+        self.set = WatchSet(self._factory, lambda: set(self.dirs), poll, self.stop)
+        self.items = aiter(self.set)
+
+    def _factory(self, dirs: set[Path], poll: bool) -> Scripted:
+        self.started.append(Scripted(dirs, poll))
+        return self.started[-1]
+
+    async def next(self) -> Ready | Batch:
+        return await asyncio.wait_for(anext(self.items), 1)
+
+
+@on_virtual_time
+async def test_ready_then_batches_come_through_as_they_are() -> None:
+    h = Harness()
+    first = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    (watcher,) = h.started
+    watcher.put()
+    assert await first == Ready(poll=False)
+    watcher.put("/tree/a", "/tree/b")
+    assert await h.next() == Batch({Path("/tree/a"), Path("/tree/b")}, poll=False)
+    h.stop.set()
+    assert [item async for item in h.items] == []
+    assert watcher.closed
+
+
+@on_virtual_time
+async def test_rewatch_keeps_the_old_watcher_until_the_new_one_is_ready() -> None:
+    h = Harness()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    old = h.started[0]
+    old.put()
+    assert await pending == Ready(poll=False)
+    old.put("/tree/new")
+    assert await h.next() == Batch({Path("/tree/new")}, poll=False)
+    h.dirs.add(Path("/tree/new"))
+    h.set.rewatch()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    new = h.started[1]
+    assert new.dirs == {Path("/tree"), Path("/tree/new")}
+    assert h.set.take_new_dirs() == {Path("/tree/new")}
+    old.put("/tree/x")  # the old one still reports while the new one sets its watches
+    assert await pending == Batch({Path("/tree/x")}, poll=False)
+    assert not old.closed
+    new.put()
+    assert await h.next() == Ready(poll=False)
+    assert old.closed and not new.closed
+    h.stop.set()
+    assert [item async for item in h.items] == []
+
+
+@on_virtual_time
+async def test_out_of_inotify_watches_polls_from_then_on() -> None:
+    h = Harness()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    h.started[0].queue.put_nowait(OSError(errno.ENOSPC, "inotify watch limit reached"))
+    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    polling = h.started[1]
+    assert polling.poll
+    polling.put()
+    assert await pending == Ready(poll=True)
+    polling.put("/tree/a")
+    assert await h.next() == Batch({Path("/tree/a")}, poll=True)
+    h.stop.set()
+    assert [item async for item in h.items] == []
+
+
+@on_virtual_time
+async def test_any_other_failure_of_a_watcher_is_raised() -> None:
+    h = Harness()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    h.started[0].queue.put_nowait(OSError(errno.EACCES, "permission denied"))
+    try:
+        await pending
+    except OSError as exc:
+        assert exc.errno == errno.EACCES
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert h.started[0].closed
+
+
+@on_virtual_time
+async def test_a_ready_that_retires_a_watcher_with_a_batch_in_the_same_round() -> None:
+    """The old watcher's batch and the new one's READY come together: the old one is
+    closed by the READY, and its wait with it; the round goes on without it."""
+    h = Harness()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    old = h.started[0]
+    old.put()
+    assert await pending == Ready(poll=False)
+    old.put("/tree/new")
+    assert await h.next() == Batch({Path("/tree/new")}, poll=False)
+    h.set.rewatch()
+    pending = asyncio.ensure_future(h.next())
+    await asyncio.sleep(0.01)
+    new = h.started[1]
+    old.put("/tree/late")
+    new.put()
+    first = await pending
+    assert first in (Ready(poll=False), Batch({Path("/tree/late")}, poll=False))
+    if first != Ready(poll=False):
+        assert await h.next() == Ready(poll=False)
+    assert old.closed and not new.closed
+    h.stop.set()
+    assert [item async for item in h.items] == []
