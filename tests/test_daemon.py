@@ -692,7 +692,7 @@ def test_a_second_daemon_on_the_same_tree_exits_1_and_bad_usage_exits_2(
     )
     missing = cli("watch", tmp_path / "missing", env=env)
     assert missing.returncode == 2
-    assert f"{tmp_path / 'missing'} is not a folder" in missing.stderr
+    assert f"{tmp_path / 'missing'} does not exist" in missing.stderr  # said first (issue 13)
     assert cli("watch", tree.root, "--no-such-flag", env=env).returncode == 2
     assert first.proc.poll() is None
 
