@@ -50,10 +50,19 @@ class Watcher:
     async def close(self) -> None:
         self._stop.set()  # watchfiles sees it within a step
         await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.sleep(0)  # what the thread handed over last reaches the queue
+
+    def drain(self) -> set[Path]:
+        """After `close`: every path seen and not yet taken from `stream`."""
+        left: set[Path] = set()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not isinstance(item, BaseException):
+                left |= item
+        return left
 
     def _deliver(self, item: frozenset[Path] | BaseException) -> None:
-        if not self._stop.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     def _run(self) -> None:
         try:
@@ -104,3 +113,5 @@ def batches(
         if pending and (timed_out or now - last >= quiet or now - first >= cap):
             yield frozenset(pending)
             pending = set()
+    if pending:  # stopped in the middle of a batch: it is still a batch
+        yield frozenset(pending)

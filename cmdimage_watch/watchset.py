@@ -28,6 +28,9 @@ class Watching(Protocol):
 
     async def close(self) -> None: ...
 
+    def drain(self) -> set[Path]:
+        """After `close`: every path it saw and has not yet handed over."""
+
 
 Factory = Callable[[set[Path], bool], Watching]  # (folders to watch, poll) -> a watcher
 
@@ -78,8 +81,10 @@ class WatchSet:
                     if batch is None:  # out of inotify watches: poll from now on
                         current = self._start()
                     elif batch is READY and watcher is current:
-                        await self._close_all(retiring)
+                        left = await self._retire(retiring)
                         retiring = []
+                        if left:  # what the old ones saw before these watches were in place
+                            yield Batch(left, self.poll)
                         yield Ready(self.poll)
                     elif batch is not READY:
                         yield Batch(set(batch), self.poll)
@@ -88,7 +93,7 @@ class WatchSet:
                             current = self._start()
         finally:
             stopping.cancel()
-            await self._close_all([current, *retiring])
+            await self._retire([current, *retiring])
 
     async def _next(
         self, stopping: asyncio.Task[Any], current: Watching, retiring: list[Watching]
@@ -124,12 +129,20 @@ class WatchSet:
         self.new_dirs |= self.watched - before if before else set()
         return self._factory(self.watched, self.poll)
 
-    async def _close_all(self, watchers: list[Watching]) -> None:
+    async def _retire(self, watchers: list[Watching]) -> set[Path]:
+        """Close these watchers; every path they saw and the set has not yielded yet (a
+        batch waiting in this very round included), so that no change is lost."""
+        left: set[Path] = set()
         for watcher in watchers:
             waiting = self._waits.pop(watcher, None)
-            if waiting is not None:
+            if waiting is not None and waiting.done() and not waiting.cancelled():
+                if waiting.exception() is None:
+                    left |= waiting.result()
+            elif waiting is not None:
                 waiting.cancel()
             await watcher.close()
+            left |= watcher.drain()
+        return left
 
 
 def _out_of_watches(exc: OSError) -> bool:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import resource
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,10 @@ from hypothesis import strategies as st
 from cmdimage_watch import project, status, statusfiles
 from cmdimage_watch.graph import build_index
 from cmdimage_watch.specfiles import load_spec_file
-from tests.daemon_harness import cli, daemon_env
+from tests.daemon_harness import Watchers, cli, daemon_env
 from tests.helpers import cmdimage
+from tests.helpers.polling import wait_until
+from tests.helpers.tree import Tree
 from tests.test_specfiles import FILE_CONTENTS
 
 EXAMPLES = int(os.environ.get("CIW_HOSTILE_EXAMPLES", "5000"))
@@ -255,3 +258,37 @@ def test_commands_on_a_hostile_tree_exit_0_1_or_2_and_never_hang(
         assert result.returncode in (0, 1, 2), (command, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, (command, result.stderr[-4000:])
     assert "good" in cli("status", root, env=env, timeout=60).stdout
+
+
+@pytest.fixture
+def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
+    started = Watchers(tmp_path / "logs", env)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def test_a_running_daemon_fed_hostile_files_keeps_building(
+    tmp_path: Path, watchers: Watchers
+) -> None:
+    tree = Tree(tmp_path / "tree", tmp_path / "out", "ciw-hostile")
+    tree.out.mkdir()
+    tree.spec(
+        "good/good.yaml", cmdimage("good", args=["sh", "-c", tree.record()], outputMode="remote")
+    )
+    (tree.root / "good" / "src.txt").write_text("v1")
+    daemon = watchers.start(tree.root)
+    wait_until(lambda: tree.lines() == ["v1"], "the good image's first build")
+
+    # Four waves of 25 hostile files while it runs; some of their valid images have a
+    # `dir` of "/" or "..": hashing the machine must not wedge it (no /proc, no /sys).
+    for wave in range(2, 6):
+        hostile_tree(tree.root, 25, wave)
+    (tree.root / "good" / "src.txt").write_text("v2")
+
+    wait_until(lambda: tree.lines() == ["v1", "v2"], "a build of the good image after them")
+    assert daemon.proc.poll() is None
+    assert "Traceback" not in daemon.output()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0

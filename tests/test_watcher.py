@@ -54,8 +54,9 @@ def test_a_batch_gathers_every_path_and_the_next_save_starts_a_new_one() -> None
 def test_saves_that_never_stop_are_cut_at_the_cap() -> None:
     saves: list[Step] = [(0.1 + i * 0.01, {f"/t/{i}.txt"}) for i in range(100)]  # to 1.09 s
     got = run(saves, quiet=0.05, cap=0.5)
-    assert [at for at, _ in got] == [0.6]
+    assert [at for at, _ in got] == [0.6, 1.09]
     assert got[0][1] == {f"{i}.txt" for i in range(51)}  # the rest waits for the next batch
+    assert got[1][1] == {f"{i}.txt" for i in range(51, 100)}  # or for the watcher's stop
 
 
 def test_ignored_noise_does_not_hold_a_batch_back() -> None:
