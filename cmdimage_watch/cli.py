@@ -30,7 +30,7 @@ from cmdimage_watch.lifecycle import LockedError
 from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
-from cmdimage_watch.settings import Settings
+from cmdimage_watch.settings import Settings, state_file_name
 from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.statuswriter import StatusWriter
 
@@ -312,7 +312,8 @@ def trigger(
     folder = settings.state_dir / "triggers"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        statusfiles.write_if_changed(folder / name, f"{time.time()}\n")
+        # the name inside too: a long one's file name is cut (settings.state_file_name)
+        statusfiles.write_if_changed(folder / state_file_name(name), f"{time.time()}\n{name}\n")
 
 
 @app.command()

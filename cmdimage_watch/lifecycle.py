@@ -19,6 +19,8 @@ from typing import IO
 import psutil
 from loguru import logger
 
+from cmdimage_watch.settings import state_file_name
+
 
 class LockedError(Exception):
     """Another daemon watches the tree; str() says which."""
@@ -138,7 +140,7 @@ class BuildRecords:
         self.folder = folder
 
     def update(self, name: str, pid: int | None) -> None:
-        path = self.folder / name
+        path = self.folder / state_file_name(name)
         try:
             if pid is None:
                 path.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from cmdimage_watch import refs
 
 API_VERSION = "tilt.dev/v1alpha1"
+MAX_NAME_LENGTH = 253  # Kubernetes' DNS-1123 subdomain limit, which Tilt's names share
 
 
 def format_time(value: datetime) -> str:
@@ -77,6 +78,16 @@ class ObjectMeta(Model):
         # Kubernetes' rule for names, which also keeps log and state files in their folder
         if value in (".", "..") or "/" in value or "%" in value:
             raise ValueError(f"{value!r} cannot be a name: no '/' or '%', and not '.' or '..'")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"a name is at most {MAX_NAME_LENGTH} characters, as in Kubernetes; this one "
+                f"has {len(value)}"
+            )
+        if any(ch < " " or ch == "\x7f" for ch in value):
+            raise ValueError(
+                f"{value!r} cannot be a name: no control characters (a newline would split "
+                "log lines and table rows)"
+            )
         return value
 
 

@@ -16,7 +16,7 @@ from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import with_deps
-from cmdimage_watch.settings import Settings
+from cmdimage_watch.settings import Settings, state_file_name
 from cmdimage_watch.sources import HashCache
 from cmdimage_watch.speccache import SpecCache
 
@@ -56,7 +56,7 @@ class Progress:
             entries = [e for f in index.files.values() for e in f.entries if e.name == name]
             return index.problem(entries[0]) if entries else f"no CmdImage named {name} now"
         value = state.images.get(name)
-        trigger = self.settings.state_dir / "triggers" / name
+        trigger = self.settings.state_dir / "triggers" / state_file_name(name)
         if value is None or value.completed is None or value.building or trigger.exists():
             return PENDING
         inputs = await reconciler.inputs_of(name)

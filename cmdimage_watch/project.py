@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from cmdimage_watch import models, sources, specfiles, status, statusfiles
 from cmdimage_watch.graph import Index, build_index
 from cmdimage_watch.regularfiles import NotRegularFile, read_regular
+from cmdimage_watch.settings import state_file_name
 from cmdimage_watch.sources import Inputs
 
 YAML_SUFFIXES = tuple(statusfiles.STATUS_SUFFIXES)
@@ -155,7 +156,7 @@ def _take(doc: dict[str, Any], index: Index, state: status.State) -> None:
 
 
 def inputs_path(state_dir: Path, name: str) -> Path:
-    return state_dir / "inputs" / f"{name}.json"
+    return state_dir / "inputs" / state_file_name(name, ".json")
 
 
 def read_inputs(state_dir: Path, name: str) -> Inputs | None:

@@ -19,6 +19,7 @@ from typing import IO
 
 from cmdimage_watch.buildenv import BuildError, display_command, quoted
 from cmdimage_watch.graph import Image
+from cmdimage_watch.settings import state_file_name
 
 Output = Callable[[str, str], None]  # (image name, line of build output)
 OnSpawn = Callable[[str, int | None], None]  # (image name, process group, None once over)
@@ -110,11 +111,11 @@ class Runner:
             await asyncio.wait_for(proc.wait(), 5)
 
     def _rotate_log(self, name: str) -> Path:
-        path = self.log_dir / f"{name}.log"
+        path = self.log_dir / state_file_name(name, ".log")
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             if path.exists():
-                path.replace(self.log_dir / f"{name}.prev.log")
+                path.replace(self.log_dir / state_file_name(name, ".prev.log"))
             path.touch()
         except OSError as exc:
             raise BuildError(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -51,3 +52,18 @@ class Settings(BaseModel):
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+
+NAME_MAX = 255  # bytes in one file name on Linux's filesystems
+
+
+def state_file_name(name: str, suffix: str = "") -> str:
+    """`name` + `suffix` as one file name of the state folder that always fits: one too
+    long (a 253-character unicode name is 1,012 bytes) keeps its start, then a hash of the
+    whole name, so two names never share a file."""
+    if len((name + suffix).encode()) <= NAME_MAX:
+        return name + suffix
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    room = NAME_MAX - len(suffix.encode()) - len(digest) - 1
+    head = name.encode()[:room].decode("utf-8", "ignore")
+    return f"{head}-{digest}{suffix}"

@@ -17,6 +17,7 @@ from typing import Any
 from ruamel.yaml.error import YAMLError
 
 from cmdimage_watch.regularfiles import read_regular
+from cmdimage_watch.settings import NAME_MAX
 from cmdimage_watch.specfiles import MAX_FILE_BYTES, FastYAML
 
 STATUS_SUFFIXES = {".yaml": ".status.yaml", ".yml": ".status.yml"}
@@ -60,7 +61,9 @@ def write_if_changed(path: Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         pass
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # `.NAME.<hex>.tmp`, NAME's tail cut so that it fits (a 250-byte spec file's name)
+    tail = path.name.encode()[-(NAME_MAX - 18) :].decode("utf-8", "ignore")
+    tmp = path.with_name(f".{tail}.{secrets.token_hex(6)}.tmp")
     # Mode 0o666 under the umask, as a plain write gets; reading the umask with os.umask()
     # would set it process-wide for a moment, racing files other threads create.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)

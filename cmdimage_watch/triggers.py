@@ -16,6 +16,7 @@ from loguru import logger
 
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
+from cmdimage_watch.settings import state_file_name
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -34,10 +35,11 @@ class Triggers:
         for path in paths:
             if path.parent != self.folder or path.name.startswith("."):
                 continue  # "." names are `trigger`'s temp files, renamed into place
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
                 content = path.read_bytes()
-                if self._under_way.get(path.name) != content:
-                    found[path.name] = content
+                name = _named(content) or path.name
+                if self._under_way.get(name) != content:
+                    found[name] = content
         if found:
             logger.info("triggered: {}", ", ".join(sorted(found)))
             self._under_way.update(found)
@@ -55,7 +57,7 @@ class Triggers:
     def removed(self, name: str) -> None:
         """`name`'s spec is gone: a trigger of it will have no build."""
         if self._under_way.pop(name, None) is not None:
-            (self.folder / name).unlink(missing_ok=True)
+            (self.folder / state_file_name(name)).unlink(missing_ok=True)
 
     async def _clear(self, triggers: dict[str, bytes]) -> None:
         await self.scheduler.wait_idle(triggers)
@@ -64,7 +66,14 @@ class Triggers:
                 continue  # its build waits for its spec file: cleared after that (resumed)
             if self._under_way.get(name) == seen:
                 del self._under_way[name]
-            path = self.folder / name
+            path = self.folder / state_file_name(name)
             with contextlib.suppress(OSError):
                 if path.read_bytes() == seen:  # else triggered again since; that one clears it
                     path.unlink()
+
+
+def _named(content: bytes) -> str:
+    """The image a trigger file names on its second line (`trigger` writes the time, then
+    the name); "" for an older one, named by its file alone."""
+    lines = content.decode("utf-8").splitlines()
+    return lines[1] if len(lines) > 1 else ""
