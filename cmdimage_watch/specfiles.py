@@ -299,10 +299,25 @@ class _Copier:
         if depth > MAX_DEPTH:
             raise SpecFileError(self._loc(at), f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
-            return {str(k): self._child(node, k, (*at, str(k)), depth) for k in node}
+            keys = {k: self._text(str(k), at) for k in node}
+            return {keys[k]: self._child(node, k, (*at, keys[k]), depth) for k in node}
         if isinstance(node, list):
             return [self._child(node, i, (*at, i), depth) for i in range(len(node))]
-        return _plain(node)
+        value = _plain(node)
+        return self._text(value, at) if isinstance(value, str) else value
+
+    def _text(self, value: str, at: tuple[str | int, ...]) -> str:
+        """`value`, with JSON-style surrogate pairs (`"\\ud83d\\ude00"`, which YAML leaves as
+        two halves) joined into their character; a lone half is no character at all."""
+        if value.isascii() or not any("\ud800" <= ch <= "\udfff" for ch in value):
+            return value
+        try:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            raise SpecFileError(
+                self._loc(at),
+                "a string holds half of a UTF-16 surrogate pair, which is no character",
+            ) from None
 
     def _child(self, parent: Any, key: Any, at: tuple[str | int, ...], depth: int) -> Any:
         if at not in self.positions:

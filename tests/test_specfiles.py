@@ -1028,3 +1028,17 @@ def test_any_file_loads_without_raising_and_every_message_is_located(content: by
         else:
             assert entry.obj is not None
             assert entry.obj.metadata.name == entry.name
+
+
+def test_a_json_surrogate_pair_is_one_character_and_a_lone_half_is_an_error(
+    tmp_path: Path,
+) -> None:
+    pair = HEAD.replace("name: app", 'name: "\\ud83d\\ude00"') + GOOD_SPEC
+    (entry,) = load_spec_file(write(tmp_path, pair)).entries
+    assert entry.name == "\U0001f600" and entry.obj is not None
+    lone = HEAD + '  ref: app\n  args: ["\\udc00"]\n'
+    loaded = load_spec_file(write(tmp_path, lone))
+    assert loaded.error == (
+        f"{tmp_path / 'app.yaml'}:7:10: a string holds half of a UTF-16 surrogate pair, which "
+        "is no character"
+    )
