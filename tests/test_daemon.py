@@ -598,6 +598,30 @@ def test_deleting_a_spec_cancels_its_build_and_its_dependent_waits(
     assert tree.lines() == ["v1"]
 
 
+def test_moving_a_spec_s_folder_mid_build_cancels_it_and_builds_from_the_new_place(
+    tree: Tree, watchers: Watchers
+) -> None:
+    folder = image_dir(tree, "app", "v1")
+    (tree.out / "delay").write_text("0")
+    tree.spec("app/app.yaml", cheap(tree, "app", slow_script(tree)))
+    watchers.start(tree.root)
+    wait_lines(tree, 1)
+    (tree.out / "delay").write_text("60")
+    (folder / "src.txt").write_text("v2")
+    slow = int(wait_lines(tree, 2, "pids")[1])
+
+    folder.rename(tree.root / "web")  # mid-build: the build's own folder goes
+    wait_until(lambda: not group_members(slow), f"the build in the old folder (pid {slow}) to end")
+
+    moved = tree.root / "web" / "app.yaml"
+    third = wait_lines(tree, 3, "pids")[2]  # built again, from the new place
+    assert int(third) != slow
+    assert not (tree.root / "app").exists()
+    wait_until(lambda: status_path(moved).exists(), "the status file in the new folder")
+    assert tree.lines() == ["v1"]  # the cancelled build recorded nothing
+    assert status_of(moved, "CmdImage", "app").get("building") is not None
+
+
 # --- 9-11: signals and restarts --------------------------------------------------------------
 
 
