@@ -10,12 +10,13 @@ import os
 import socket
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 
-from tests.daemon_harness import daemon_env
+from tests.daemon_harness import Watchers, daemon_env
 
 BASE_IMAGE = "cmdimage-watch/busybox:latest"
 TTY_VARS = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
@@ -127,3 +128,13 @@ def env() -> dict[str, str]:
     engine = os.environ.get("DOCKER_HOST", "")
     plain = {k: v for k, v in daemon_env(engine).items() if k not in TTY_VARS}
     return plain | {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+@pytest.fixture
+def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
+    """Starts daemons for one test (`watchers.start(root)`); each is stopped at its end."""
+    started = Watchers(tmp_path / "logs", env)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ def tree(tmp_path: Path) -> Tree:
     made.root.mkdir()
     made.out.mkdir()
     return made
-
-
-@pytest.fixture
-def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
-    started = Watchers(tmp_path / "logs", env)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def remote_image(tree: Tree, name: str, cluster_name: str, ref: str | None = None) -> str:

@@ -42,15 +42,6 @@ def tree(tmp_path: Path) -> Tree:
     return Tree(tmp_path / "tree", tmp_path / "out", "ciw-faults").make()
 
 
-@pytest.fixture
-def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
-    started = Watchers(tmp_path / "logs", env)
-    try:
-        yield started
-    finally:
-        started.stop_all()
-
-
 def image(tree: Tree, source: Path) -> Path:
     """One cheap image whose source is `source`'s folder, recording each build."""
     source.parent.mkdir(parents=True, exist_ok=True)

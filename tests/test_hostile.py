@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from cmdimage_watch import project, status, statusfiles
 from cmdimage_watch.graph import build_index
 from cmdimage_watch.specfiles import load_spec_file
-from tests.daemon_harness import Watchers, cli, daemon_env
+from tests.daemon_harness import Watchers, cli
 from tests.helpers import cmdimage
 from tests.helpers.polling import wait_until
 from tests.helpers.tree import Tree
@@ -243,11 +243,6 @@ def hostile_tree(root: Path, count: int, seed_value: int) -> None:
         (folder / f"spec{i}.yaml").write_bytes(content)
 
 
-@pytest.fixture
-def env() -> dict[str, str]:
-    return daemon_env(os.environ.get("DOCKER_HOST", ""))
-
-
 def test_commands_on_a_hostile_tree_exit_0_1_or_2_and_never_hang(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -261,15 +256,6 @@ def test_commands_on_a_hostile_tree_exit_0_1_or_2_and_never_hang(
         assert result.returncode in (0, 1, 2), (command, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, (command, result.stderr[-4000:])
     assert "good" in cli("status", root, env=env, timeout=60).stdout
-
-
-@pytest.fixture
-def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
-    started = Watchers(tmp_path / "logs", env)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def test_a_running_daemon_fed_hostile_files_keeps_building(

@@ -14,7 +14,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,15 +65,6 @@ def tree(tmp_path: Path) -> Tree:
             (folder / f"src{i}.txt").write_text("0")
         (folder / "images.yaml").write_text(spec_text(made, block, 0))
     return made
-
-
-@pytest.fixture
-def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
-    started = Watchers(tmp_path / "logs", env)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def writer(tree: Tree, seed: int, until: float) -> None:

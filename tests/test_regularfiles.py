@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,15 +95,6 @@ def test_commands_skip_special_files_with_a_warning_and_never_hang(
     for command in ("status", "graph"):
         shown = cli(command, root, env=env, timeout=30)
         assert "app" in shown.stdout, (command, shown.stderr)
-
-
-@pytest.fixture
-def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
-    started = Watchers(tmp_path / "logs", env)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def test_a_fifo_made_while_the_daemon_runs_does_not_wedge_it(
