@@ -7,7 +7,6 @@ inspect, retag and push go there too; the first engine never sees the image.
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
 from tests.daemon_harness import cli, daemon_env
-from tests.helpers import cluster, cmdimage, write
+from tests.helpers import cluster, cmdimage, free_port, write
 
 BUILD = (
     'echo "$DOCKER_HOST" > {seen} && docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
@@ -82,17 +81,10 @@ def test_a_cluster_on_a_second_engine_builds_tags_and_pushes_there(
         remove_images(second_client, uid)
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_a_cluster_engine_that_is_down_is_named_in_the_error(
     tmp_path: Path, docker_host: str, registry_host: str
 ) -> None:
-    address = f"tcp://127.0.0.1:{unused_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
     spec, seen = tree_for(tmp_path, address, registry_host, uid)
 

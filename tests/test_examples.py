@@ -11,20 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from cmdimage_watch.statusfiles import read_status_file
 from scripts.walkthrough import REPO, copy_checkout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.helpers import free_port
 
 
 def header_examples(script: Path) -> list[str]:
