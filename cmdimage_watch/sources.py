@@ -331,8 +331,10 @@ def change_reason(old: Inputs | None, new: Inputs) -> str:
     """Why `new` needs a build after `old` was built, in words; "" when nothing changed."""
     if old is None:
         return "initial build"
-    if (old.spec, old.dir, old.cluster) != (new.spec, new.dir, new.cluster):
+    if (old.spec, old.dir) != (new.spec, new.dir):
         return "spec changed"
+    if old.cluster != new.cluster:
+        return f"cluster {new.spec.get('cluster') or 'default'} changed"
     if old.image_maps != new.image_maps:
         changed = [n for (n, i) in new.image_maps if (n, i) not in old.image_maps]
         return f"image map {', '.join(changed) or 'list'} updated"

@@ -188,7 +188,11 @@ def test_change_reasons_name_the_cause() -> None:
     assert change_reason(None, old) == "initial build"
     assert change_reason(old, _inputs()) == ""
     assert change_reason(old, _inputs(spec={"ref": "app2"})) == "spec changed"
-    assert change_reason(old, _inputs(cluster={"x": 1})) == "spec changed"
+    assert change_reason(old, _inputs(cluster={"x": 1})) == "cluster default changed"
+    dev = {"ref": "app", "cluster": "dev"}
+    assert change_reason(_inputs(spec=dev), _inputs(spec=dev, cluster={"x": 1})) == (
+        "cluster dev changed"
+    )
     assert (
         change_reason(old, _inputs(image_maps=[("base", "base:tilt-2")]))
         == "image map base updated"
