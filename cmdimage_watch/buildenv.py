@@ -50,6 +50,16 @@ def display_command(args: list[str]) -> str:
     return " ".join(quoted(a) if " " in a else a for a in args)
 
 
+SHOWN_COMMAND_MAX = 300  # characters of a command an error shows; the build log has it all
+
+
+def shown(display: str) -> str:
+    """A command as an error message shows it: a 900 KB one is cut, with its length."""
+    if len(display) <= SHOWN_COMMAND_MAX:
+        return display
+    return f"{display[:SHOWN_COMMAND_MAX]}… ({len(display)} characters)"
+
+
 def quoted(text: str) -> str:
     """Go's %q, near enough: double quotes, backslash escapes, non-ASCII kept as it is."""
     return json.dumps(text, ensure_ascii=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cmdimage_watch.buildenv import BuildError, display_command, quoted
+from cmdimage_watch.buildenv import BuildError, display_command, quoted, shown
 from cmdimage_watch.graph import Image
 from cmdimage_watch.settings import state_file_name
 
@@ -36,7 +36,7 @@ class Finished:
     def error(self) -> str:
         """The `completed.error` of a non-zero exit."""
         why = exit_text(self.returncode)
-        return f"Custom build {quoted(self.display)} failed: {why}; see the log {self.log}"
+        return f"Custom build {quoted(shown(self.display))} failed: {why}; see the log {self.log}"
 
 
 @dataclass
@@ -60,8 +60,8 @@ class Runner:
             except TimeoutError:
                 await self._stop(proc)
                 raise BuildError(
-                    f"Custom build {quoted(display)} timed out after {self.build_timeout:g} s "
-                    f"(--build-timeout); see the log {log_path}"
+                    f"Custom build {quoted(shown(display))} timed out after "
+                    f"{self.build_timeout:g} s (--build-timeout); see the log {log_path}"
                 ) from None
             except BaseException:  # cancelled, or the log's disk is full: end the build too
                 await self._stop(proc)
@@ -75,7 +75,7 @@ class Runner:
     ) -> asyncio.subprocess.Process:
         if not image.dir.is_dir():
             raise BuildError(
-                f"Custom build {quoted(display)} cannot run: its dir {image.dir} does not "
+                f"Custom build {quoted(shown(display))} cannot run: its dir {image.dir} does not "
                 f"exist (spec.dir of CmdImage {image.name} in {image.loc})"
             )
         log.write(f"$ {display}\n")
@@ -133,7 +133,7 @@ def _cannot_start(image: Image, display: str, exc: OSError) -> str:
     else:  # ENOEXEC: a script without a #! line, or a foreign binary
         why = f"could not be started ({exc.strerror}; does it start with #!?), run from"
     return (
-        f"Custom build {quoted(display)} failed: the program {image.spec.args[0]!r} {why} "
+        f"Custom build {quoted(shown(display))} failed: the program {image.spec.args[0]!r} {why} "
         f"{image.dir}; fix spec.args of CmdImage {image.name} in {image.loc}"
     )
 

@@ -40,9 +40,14 @@ def succeeded(
     return models.CmdImageStatus(ref=ref, completed=done)
 
 
+ERROR_MAX = 4000  # characters of an error a status file holds; the build log keeps the rest
+
+
 def failed(
     error: str, reason: str, started_at: datetime, finished_at: datetime
 ) -> models.CmdImageStatus:
+    if len(error) > ERROR_MAX:
+        error = f"{error[:ERROR_MAX]}… (cut: {len(error)} characters; the build log has it all)"
     done = models.CmdImageStateCompleted(
         reason=reason, error=error, started_at=started_at, finished_at=finished_at
     )

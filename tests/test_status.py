@@ -97,3 +97,14 @@ def test_a_file_watch_keeps_its_last_twenty_events_as_tilt_does() -> None:
     assert watch.monitor_start_time == t0
     assert [e.seen_files for e in watch.file_events] == [[f"/src/{n}.txt"] for n in range(5, 25)]
     assert watch.last_event_time == t0.replace(second=24)
+
+
+def test_a_failure_s_error_is_bounded_and_says_where_the_rest_is() -> None:
+    at = datetime(2024, 5, 2, tzinfo=UTC)
+    long = status.failed("e" * 10_000, "spec changed", at, at).completed
+    assert long is not None
+    assert (
+        long.error == "e" * status.ERROR_MAX + "… (cut: 10000 characters; the build log has it all)"
+    )
+    short = status.failed("boom", "spec changed", at, at).completed
+    assert short is not None and short.error == "boom"
