@@ -93,13 +93,35 @@ class Runner:
             raise BuildError(_cannot_start(image, display, exc)) from None
 
     async def _pump(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> int:
+        """The command's output until the command itself exits. A process it left in its
+        group (`server &`) that still holds the output does not keep the build open: once
+        the command is gone and LINGER_S passed, what is left of its group is ended."""
+        lines = asyncio.ensure_future(self._lines(name, proc, log))
+        exited = asyncio.ensure_future(_exited(proc))
+        try:
+            await asyncio.wait({lines, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if not lines.done():  # the command is gone; its last output may be on its way
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(lines), LINGER_S)
+            if not lines.done():
+                note = "cmdimage-watch: the command exited; ending what it left running"
+                log.write(note + "\n")
+                self.output(name, note)
+                await self._stop(proc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(lines), 5)
+            return await exited
+        finally:
+            for task in (lines, exited):
+                task.cancel()
+
+    async def _lines(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> None:
         assert proc.stdout is not None
         while raw := await read_line(proc.stdout):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             log.write(line + "\n")
             log.flush()
             self.output(name, line)
-        return await proc.wait()
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM to the build's process group, SIGKILL after `stop_timeout`."""
@@ -136,6 +158,18 @@ def _cannot_start(image: Image, display: str, exc: OSError) -> str:
         f"Custom build {quoted(shown(display))} failed: the program {image.spec.args[0]!r} {why} "
         f"{image.dir}; fix spec.args of CmdImage {image.name} in {image.loc}"
     )
+
+
+LINGER_S = 0.5  # after the command exits, how long its last output may take to arrive
+EXIT_POLL_S = 0.05
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    """The command's exit status as soon as it exits: `proc.wait()` (Python 3.11) returns
+    only once every holder of its output pipe has closed it."""
+    while proc.returncode is None:  # noqa: ASYNC110 (asyncio gives no event for the exit)
+        await asyncio.sleep(EXIT_POLL_S)
+    return proc.returncode
 
 
 async def read_line(stream: asyncio.StreamReader) -> bytes:
