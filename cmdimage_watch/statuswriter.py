@@ -1,10 +1,16 @@
 """Status files out, in the order things happened, without breaking a running build.
 
 A status file usually sits in a build's own context (a spec file beside its Dockerfile).
-`docker build` reads that folder while it runs, and a file replaced under it fails the
-build ("missed writing N bytes"). So a status file under the folder of an image that is
-building waits until that build is over; an image's own `building` status is written
-before its command starts. `reconcile` reports changes; `publisher` (in the daemon) and `cli` flush.
+`docker build` reads that folder while it runs, and a file replaced under it can fail the
+build ("missed writing N bytes": the size it saw at lstat is not what it read). So most
+status changes under the folder of an image that is building wait until that build is over.
+
+Two writes never wait: an image's status when its build starts and when it ends. Users and
+`wait` watch exactly those, and an image that is done must not show `building` until the
+slowest build of its batch ends. The cost is a narrow race with another build reading the
+same folder (a rename between its lstat and its open), twice per build, not on every change;
+a `*.status.yaml` line in `.dockerignore` closes it. `reconcile` reports changes;
+`publisher` (in the daemon) and `cli` flush.
 """
 
 from __future__ import annotations
@@ -33,24 +39,21 @@ class StatusWriter:
 
     def changed(self, names: list[str]) -> None:
         """These images' statuses changed: mark their files, and write at once the files of
-        those that start building (their command is about to read that folder)."""
+        those whose build starts (their command is about to read that folder) or ends."""
         index, state = self._index(), self._state()
-        starting = []
+        starting, ending = [], []
         for name in names:
             value, image = state.images.get(name), index.images.get(name)
             if value is not None and value.building is not None and image is not None:
                 starting.append(name)
-            else:
-                self._building.pop(name, None)
-        busy = list(self._building.values())
-        written = set()
-        for path in sorted(project.files_showing(index, starting)):
-            if not _under(path, busy):
-                self._dirty.pop(path, None)
-                self._write(index, state, [path])
-                written.add(path)
+            elif self._building.pop(name, None) is not None and image is not None:
+                ending.append(name)
+        now = sorted(project.files_showing(index, [*starting, *ending]))
+        for path in now:
+            self._dirty.pop(path, None)
+        self._write(index, state, now)
         self._building.update((name, index.images[name].dir) for name in starting)
-        self.mark(project.files_showing(index, names) - written)
+        self.mark(project.files_showing(index, names) - set(now))
 
     def write(self, names: list[str]) -> None:
         """`changed`, then `flush`: for a one-shot run, which has no timer to coalesce."""

@@ -96,3 +96,22 @@ def test_many_files_at_once_are_all_written_and_a_failure_among_them_is_kept(
     status_path(specs[7]).rmdir()
     writer.write([])  # the next change, of nothing of its own
     assert "i7:tilt-1" in status_path(specs[7]).read_text()
+
+
+def test_a_build_inside_a_building_folder_shows_its_start_and_end_at_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 §1: a done image must not show `building` until the slowest build of its
+    batch ends; `wait` on it would time out."""
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    state.images["outer"] = status.building("initial build", T0)
+    writer.changed(["outer"])
+    state.images["inner"] = status.building("initial build", T0)
+    writer.changed(["inner"])
+    assert "building" in status_path(inner).read_text()
+    state.images["inner"] = status.succeeded("inner:tilt-1", "initial build", T0, T0)
+    writer.changed(["inner"])  # outer still builds: inner's end is written all the same
+    assert "inner:tilt-1" in status_path(inner).read_text()
+    assert not writer.pending
