@@ -10,10 +10,13 @@ import difflib
 import enum
 import io
 import json
+import signal
 import sys
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -215,12 +218,46 @@ async def _build(
     reconciler = Reconciler(index, builder, settings, Ledger(state, inputs), Hashes(hashes))
     writer = StatusWriter(lambda: index, lambda: state)
     reconciler.on_status = writer.write
+    scheduler = Scheduler(reconciler)
     try:
-        return await run_once(Scheduler(reconciler), names, force)
+        return await _until_signalled(scheduler, run_once(scheduler, names, force))
     finally:
         builder.close()
         project.write_all(index, state, settings.root)
         project.write_hashes(settings.state_dir, hashes)
+
+
+async def _until_signalled(scheduler: Scheduler, work: Coroutine[Any, Any, bool]) -> bool:
+    """Run `work`; SIGINT or SIGTERM cancel its builds as the daemon does (their process
+    groups, `--stop-timeout`; statuses say cmdimage-watch was stopped), then exit 128+signal."""
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+    stopped = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        cancelled = await scheduler.shutdown(scheduler.settings.stop_timeout + 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        signum = signals[0]
+        typer.echo(
+            f"stopped by {signal.Signals(signum).name}; cancelled {cancelled} build(s)", err=True
+        )
+        raise typer.Exit(128 + signum)
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @app.command()
