@@ -109,6 +109,9 @@ class Daemon:
         self.reconciler.ledger = Ledger(state, inputs)
         self.reconciler.hashes = Hashes(project.read_hashes(self.settings.state_dir))
         warn_about_contexts(self.index, self.settings.state_dir)
+        for path in sorted(sources.own_output()):
+            if path == self.root or self.root in path.parents:
+                logger.info("{} takes this daemon's output: never a source", path)
         project.remove_stale(self.index, self.root, statuses)
         shown_by_images = project.files_showing(self.index, self.index.images)
         # the others are written once their images are seen

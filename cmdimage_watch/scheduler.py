@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from cmdimage_watch import models
+from cmdimage_watch import models, sources
 from cmdimage_watch.graph import Index
 from cmdimage_watch.reconcile import Plan, Reconciler
 from cmdimage_watch.sources import Inputs
 
 INPUTS_CHANGED = "build cancelled: its inputs changed while it ran"
 STOPPED = "build cancelled: cmdimage-watch was stopped"
+LOOP_AFTER = 3  # restarts in a row for the same files: the build writes its own inputs
 
 
 @dataclass
@@ -33,6 +34,7 @@ class _Slot:
     build: asyncio.Task[bool] | None = None
     building: Inputs | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled_by: list[str] = field(default_factory=list)  # files that cancelled the build
 
 
 class Scheduler:
@@ -44,6 +46,8 @@ class Scheduler:
         self._checks: set[asyncio.Task[None]] = set()
         self.scope: set[str] | None = None  # a one-shot run builds these and no others
         self.closed = False  # after shutdown, nothing starts
+        self._streaks: dict[str, tuple[frozenset[str], int]] = {}  # name -> files, restarts
+        self.loops: dict[str, frozenset[str]] = {}  # files that no longer restart a build
 
     @property
     def busy(self) -> set[str]:
@@ -70,6 +74,8 @@ class Scheduler:
         slot = self._slots.get(name)
         if slot is None:
             return
+        self._streaks.pop(name, None)
+        self.loops.pop(name, None)
         slot.dirty = True  # a build about to start plans anew instead, and finds it gone
         if slot.build is not None:
             slot.build.cancel()
@@ -77,11 +83,54 @@ class Scheduler:
     async def _cancel_if_stale(self, name: str, slot: _Slot) -> None:
         building = slot.building
         new = await self.reconciler.inputs_of(name)
-        if slot.build is None or slot.building is not building or building is None:
+        build = slot.build
+        if build is None or slot.building is not building or building is None:
             return  # that build is over already
-        if slot.force or new is None or new.digest() != building.digest():
-            logger.info("{}: inputs changed during the build; cancelling it to start again", name)
-            slot.build.cancel()
+        if build.cancelling():
+            return  # already on its way out
+        if not slot.force and new is not None and new.digest() == building.digest():
+            return
+        files = [] if new is None else sources.changed_files(building, new)
+        looping = self.loops.get(name, frozenset())
+        only_files = new is not None and sources.only_files_differ(building, new)
+        if not slot.force and only_files and files and set(files) <= looping:
+            return  # a loop: this build finishes, and the next one sees the change
+        what = sources.describe_files(files) if files else "spec or image maps changed"
+        logger.info(
+            "{}: inputs changed during the build ({}); cancelling it to start again", name, what
+        )
+        slot.cancelled_by = files
+        build.cancel()
+
+    def _count_restart(self, name: str, files: list[str]) -> None:
+        """A build cancelled by `files`: the same files LOOP_AFTER times in a row is a loop
+        (the build writes into its own sources). Say which file and how to end it, and stop
+        restarting for those files."""
+        if not files:
+            self._streaks.pop(name, None)
+            return
+        key = frozenset(files)
+        last, count = self._streaks.get(name, (frozenset(), 0))
+        count = count + 1 if key == last else 1
+        self._streaks[name] = (key, count)
+        if count < LOOP_AFTER or name in self.loops:
+            return
+        self.loops[name] = key
+        index = self.reconciler.index
+        image = index.images.get(name)
+        if image is None:
+            return
+        for rel in sorted(key):
+            logger.warning(
+                "{}: {} changed during each of its last {} builds: the build seems to write"
+                " it. Builds of {} now run to their end when only it changes. To stop it"
+                " counting as a source, {}",
+                name,
+                rel,
+                count,
+                name,
+                sources.ignore_rule(image, index, rel),
+            )
 
     async def _work(self, name: str, slot: _Slot) -> None:
         try:
@@ -124,12 +173,16 @@ class Scheduler:
             build = self.reconciler.build(plan, INPUTS_CHANGED)
             slot.build = asyncio.create_task(build, name=f"build {name}")
             try:
-                return await slot.build
+                built = await slot.build
+                self._streaks.pop(name, None)  # ran to its end: no loop
+                return built
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # we are being stopped, not restarted
                 slot.dirty = True
+                self._count_restart(name, slot.cancelled_by)
+                slot.cancelled_by = []
                 return False
             finally:
                 slot.build = None

@@ -48,6 +48,22 @@ def is_never_source(name: str) -> bool:
     return _NEVER_SOURCE.match(name) is not None
 
 
+@functools.cache
+def own_output() -> frozenset[Path]:
+    """The regular files this process writes its standard output and error to
+    (`watch . > daemon.log`, `nohup.out`): never a source, or every log line would be a
+    change and cancel the build that wrote it."""
+    found = set()
+    for fd in (1, 2):
+        try:
+            target = Path(f"/proc/self/fd/{fd}").readlink()
+            if target.is_absolute() and target.is_file():
+                found.add(target)
+        except OSError:
+            continue
+    return frozenset(found)
+
+
 def is_hidden_folder(name: str) -> bool:
     """`.git`, `.cmdimage-watch`, ...: never watched, never walked."""
     return name.startswith(".")
@@ -98,6 +114,8 @@ class Root:
             return False
         *folders, name = path.relative_to(self.path).parts or ("",)
         if any(is_hidden_folder(f) for f in folders) or is_never_source(name):
+            return False
+        if path in own_output():
             return False
         return not self.ignored(path, path.is_dir())
 
@@ -201,7 +219,7 @@ def walk(root: Root, skip: set[Path]) -> Iterator[Path]:
 
 
 def source_files(image: Image, index: Index) -> list[Path]:
-    skip = set(index.files)  # spec files are never sources
+    skip = set(index.files) | own_output()  # spec files are never sources, nor our log
     if image.outputs_ref_to:
         skip.add(image.outputs_ref_to)
     found: set[Path] = set()
@@ -338,15 +356,48 @@ def change_reason(old: Inputs | None, new: Inputs) -> str:
     if old.image_maps != new.image_maps:
         changed = [n for (n, i) in new.image_maps if (n, i) not in old.image_maps]
         return f"image map {', '.join(changed) or 'list'} updated"
-    paths = sorted(
+    return describe_files(changed_files(old, new))
+
+
+def changed_files(old: Inputs, new: Inputs) -> list[str]:
+    """The sources (relative to the spec's folder) added, removed or changed from `old`."""
+    return sorted(
         p
         for p in old.sources.keys() | new.sources.keys()
         if old.sources.get(p) != new.sources.get(p)
     )
+
+
+def only_files_differ(old: Inputs, new: Inputs) -> bool:
+    """Whether nothing but source files tells `old` and `new` apart."""
+    return (old.spec, old.dir, old.cluster, old.image_maps) == (
+        new.spec,
+        new.dir,
+        new.cluster,
+        new.image_maps,
+    )
+
+
+def describe_files(paths: list[str]) -> str:
     if not paths:
         return ""
     more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
     return f"changed files: {', '.join(paths[:3])}{more}"
+
+
+def ignore_rule(image: Image, index: Index, rel: str) -> str:
+    """What to write so that `rel` (relative to the image's spec folder) stops being one of
+    its sources: a `.dockerignore` line, or a FileWatch ignore when one names the sources."""
+    path = _norm(image.loc.path.parent / rel)
+    watch = index.file_watches.get(f"image:{image.publishes}")
+    if watch is not None:
+        where = index.file_watch_locs[watch.metadata.name].path
+        return f"add {path.name} to spec.ignores of FileWatch {watch.metadata.name} in {where}"
+    try:
+        line = path.relative_to(image.dir).as_posix()
+    except ValueError:
+        line = path.name
+    return f"add the line {line} to {image.dir / '.dockerignore'}"
 
 
 def hash_sources(image: Image, index: Index, cache: HashCache) -> dict[str, str]:
@@ -373,7 +424,7 @@ class ChangeFilter(watchfiles.DefaultFilter):
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if path.startswith(self.allowed):
             return True
-        return not is_never_source(Path(path).name)
+        return not is_never_source(Path(path).name) and Path(path) not in own_output()
 
 
 def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path]:

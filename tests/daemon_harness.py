@@ -170,10 +170,12 @@ class Watchers:
         *flags: str,
         debounce: float = 0.05,
         stop_timeout: float = 1.0,
+        log: Path | None = None,
     ) -> Watcher:
-        """`cmdimage-watch watch ROOT` with small timings; returns once it logs "watching"."""
+        """`cmdimage-watch watch ROOT` with small timings; returns once it logs "watching".
+        Its output goes to `log` (say, inside the tree, as `watch . > daemon.log` does)."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / f"daemon-{len(self.started)}.log"
+        log = log or self.logs / f"daemon-{len(self.started)}.log"
         args = [sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
         args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), "-v", *flags]
         with log.open("wb") as sink:
