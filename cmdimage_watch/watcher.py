@@ -9,6 +9,7 @@ its own failure) to the event loop; `watchset` consumes them.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ import watchfiles
 
 STEP_MS = 10  # how often watchfiles' loop looks for events: the latency it adds at most
 READY = frozenset[Path]()  # the first item: the watches are in place
+RETRIES = 3  # starts again when a folder vanished while its watch was being added
 
 
 class Watcher:
@@ -65,15 +67,28 @@ class Watcher:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     def _run(self) -> None:
-        try:
-            for item in batches(self._changes(), self.watch_filter, self.quiet, self.cap):
-                self._deliver(item)
-        except BaseException as exc:  # the loop decides: inotify limits mean polling
-            self._deliver(exc)
+        ready = False
+        for attempt in range(RETRIES + 1):
+            try:
+                for item in batches(self._changes(), self.watch_filter, self.quiet, self.cap):
+                    ready = True
+                    self._deliver(item)
+                return
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                if ready or attempt == RETRIES:  # a folder removed as its watch was added
+                    self._deliver(exc)
+                    return
+            except BaseException as exc:  # the loop decides: inotify limits mean polling
+                self._deliver(exc)
+                return
 
     def _changes(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
+        """watchfiles' changes. Every error adding a watch is raised, not swallowed
+        (`ignore_permission_denied` would hide running out of inotify watches too), so
+        folders gone or unreadable are left out first: their parent's watch reports them."""
+        dirs = [d for d in self.dirs if os.access(d, os.R_OK | os.X_OK)]
         return watchfiles.watch(
-            *self.dirs,
+            *dirs,
             watch_filter=None,  # filtered in batches(): ignored noise must not hold batches back
             debounce=int(self.cap * 1000),
             step=STEP_MS,
@@ -83,7 +98,7 @@ class Watcher:
             raise_interrupt=False,
             force_polling=self.poll,
             recursive=False,
-            ignore_permission_denied=True,
+            ignore_permission_denied=False,
         )
 
 

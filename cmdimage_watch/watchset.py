@@ -2,9 +2,10 @@
 
 When the folders to watch change (the consumer calls `rewatch` while handling a batch), a
 new watcher starts and the old one keeps reporting until the new one's watches are in
-place, so no change falls between the two. When inotify runs out of watches, the tree is
-polled instead, with one warning. Watchers come from a factory (`watcher.Watcher` in the
-daemon, a scripted stream in tests). Consumed by `daemon` until its `stop` is set.
+place, so no change falls between the two. When inotify runs out of watches or instances,
+the tree is polled instead, with one warning naming the limit. Watchers come from a
+factory (`watcher.Watcher` in the daemon, a scripted stream in tests). Consumed by
+`daemon` until its `stop` is set.
 """
 
 from __future__ import annotations
@@ -108,18 +109,22 @@ class WatchSet:
     def _result(
         self, future: asyncio.Future[frozenset[Path]], current: bool
     ) -> frozenset[Path] | None:
-        """The batch; None when the current watcher ran out of inotify watches (so the
+        """The batch; None when the current watcher ran out of an inotify limit (so the
         tree is polled from now on); what else a watcher raised, raised."""
         try:
             return future.result()
-        except OSError as exc:
-            if not current or self.poll or not _out_of_watches(exc):
+        except (OSError, RuntimeError) as exc:
+            limit = inotify_limit(exc)
+            if not current or self.poll or limit is None:
                 raise
             self.poll = True
             logger.warning(
-                "inotify watch limit reached ({}); polling instead. Raise "
-                "fs.inotify.max_user_watches (sysctl) to watch with inotify again",
+                "{} ({}); polling every watched folder instead, which sees saves later and "
+                "costs more CPU. To watch with inotify again, raise it (sudo sysctl -w "
+                "{}=524288, and a line in /etc/sysctl.d/ to keep it) and restart",
+                LIMITS[limit],
                 exc,
+                limit,
             )
             return None
 
@@ -145,5 +150,22 @@ class WatchSet:
         return left
 
 
-def _out_of_watches(exc: OSError) -> bool:
-    return exc.errno == errno.ENOSPC or "inotify" in str(exc)
+WATCHES, INSTANCES = "fs.inotify.max_user_watches", "fs.inotify.max_user_instances"
+LIMITS = {
+    WATCHES: f"out of inotify watches ({WATCHES})",
+    INSTANCES: f"out of inotify instances ({INSTANCES}) or of file descriptors (ulimit -n)",
+}
+
+
+def inotify_limit(exc: BaseException) -> str | None:
+    """The sysctl whose limit `exc` hit, if any. watchfiles reports the watch limit as an
+    OSError without errno ("OS file watch limit reached ... MaxFilesWatch"), and a failed
+    inotify_init as a RuntimeError ("Too many open files (os error 24)")."""
+    text = str(exc)
+    if isinstance(exc, OSError) and (
+        exc.errno == errno.ENOSPC or "watch limit" in text or "MaxFilesWatch" in text
+    ):
+        return WATCHES
+    if getattr(exc, "errno", None) == errno.EMFILE or "os error 24" in text:
+        return INSTANCES
+    return None

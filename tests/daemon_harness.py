@@ -171,12 +171,14 @@ class Watchers:
         debounce: float = 0.05,
         stop_timeout: float = 1.0,
         log: Path | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> Watcher:
         """`cmdimage-watch watch ROOT` with small timings; returns once it logs "watching".
-        Its output goes to `log` (say, inside the tree, as `watch . > daemon.log` does)."""
+        Its output goes to `log` (say, inside the tree, as `watch . > daemon.log` does);
+        `prefix` runs it through another command that ends by exec'ing it (`unshare ...`)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         log = log or self.logs / f"daemon-{len(self.started)}.log"
-        args = [sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
+        args = [*prefix, sys.executable, "-m", "cmdimage_watch", "watch", str(root)]
         args += ["--debounce", str(debounce), "--stop-timeout", str(stop_timeout), "-v", *flags]
         with log.open("wb") as sink:
             proc = subprocess.Popen(

@@ -8,12 +8,15 @@ starts next, and which it closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from loguru import logger
+
 from cmdimage_watch.watcher import READY
-from cmdimage_watch.watchset import Batch, Ready, WatchSet
+from cmdimage_watch.watchset import INSTANCES, WATCHES, Batch, Ready, WatchSet, inotify_limit
 from tests.helpers import on_virtual_time
 
 
@@ -46,6 +49,16 @@ class Scripted:
             if not isinstance(item, BaseException):
                 left |= item
         return left
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), format="{message}")
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
 
 
 class Harness:
@@ -199,3 +212,34 @@ async def test_batches_an_old_watcher_still_holds_when_retired_come_through() ->
     assert first.closed and second.closed and not third.closed
     h.stop.set()
     assert [item async for item in h.items] == []
+
+
+@on_virtual_time
+async def test_watchfiles_own_limit_errors_poll_and_name_the_sysctl() -> None:
+    """What watchfiles really raises (issue 13 §2): the watch limit as an OSError with no
+    errno and no "inotify"; no instance left as a RuntimeError."""
+    errors = [
+        OSError('OS file watch limit reached. about ["/t/d46"] (Error { kind: MaxFilesWatch })'),
+        RuntimeError("Error creating recommended watcher: Too many open files (os error 24)"),
+    ]
+    for error, sysctl in zip(errors, [WATCHES, INSTANCES], strict=True):
+        assert inotify_limit(error) == sysctl
+        h = Harness()
+        pending = asyncio.ensure_future(h.next())
+        await asyncio.sleep(0.01)
+        with capture_logs() as logs:
+            h.started[0].queue.put_nowait(error)
+            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)
+        assert h.started[1].poll
+        h.started[1].put()
+        assert await pending == Ready(poll=True)
+        assert any(sysctl in line and "polling" in line for line in logs)
+        h.stop.set()
+        assert [item async for item in h.items] == []
+
+
+def test_other_errors_are_no_inotify_limit() -> None:
+    assert inotify_limit(OSError(errno.EACCES, "permission denied")) is None
+    assert inotify_limit(RuntimeError("something else")) is None
+    assert inotify_limit(FileNotFoundError("No such file or directory (os error 2)")) is None
