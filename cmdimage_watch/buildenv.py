@@ -20,6 +20,14 @@ class BuildError(Exception):
     """A failed build; str() is exactly the `completed.error` text."""
 
 
+class EngineUnreachable(BuildError):
+    """The Docker engine at `address` did not answer."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     image: Image

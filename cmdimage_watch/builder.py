@@ -19,6 +19,7 @@ from cmdimage_watch.buildenv import (
     BuildError,
     BuildRequest,
     BuildResult,
+    EngineUnreachable,
     Expected,
     build_env,
     display_command,
@@ -61,10 +62,12 @@ class Builder:
 
     async def exists(self, image: Image, cluster: models.Cluster | None, ref: str) -> bool:
         """Whether the engine the build of `image` uses still has `ref` (so an up-to-date
-        image is kept)."""
+        image is kept); EngineUnreachable when that engine does not answer (no one knows)."""
         host = docker_host(image, cluster, self.environ)
         try:
             await asyncio.to_thread(self.engines.image_id, host, refs.parse_ref(ref))
+        except EngineUnreachable:
+            raise
         except (BuildError, refs.RefError):
             return False
         return True

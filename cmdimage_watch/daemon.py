@@ -141,9 +141,7 @@ class Daemon:
             self._handle(changed)
         files, images = len(self.specs.files), len(self.index.images)
         how = " by polling" if self.watchset.poll else ""  # --poll, or out of inotify
-        logger.info(
-            "watching {}{}: {} image(s) in {} spec file(s)", self.root, how, images, files
-        )
+        logger.info("watching {}{}: {} image(s) in {} spec file(s)", self.root, how, images, files)
         self.dispatch.request(set(self.index.images), "start-up")
         self.triggers.handle(self.trigger_dir.glob("*"))  # left by a daemon that died
         self.ready.set()

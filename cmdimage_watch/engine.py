@@ -18,7 +18,7 @@ import docker.errors
 import requests
 
 from cmdimage_watch import refs
-from cmdimage_watch.buildenv import BuildError
+from cmdimage_watch.buildenv import BuildError, EngineUnreachable
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 FAULTS = (docker.errors.DockerException, requests.RequestException)
@@ -79,11 +79,12 @@ class Engines:
             return str(self.error(host, exc))
         return ""
 
-    def error(self, host: str, exc: Exception) -> BuildError:
+    def error(self, host: str, exc: Exception) -> EngineUnreachable:
         where = host or self.environ.get("DOCKER_HOST") or DEFAULT_HOST
-        return BuildError(
+        return EngineUnreachable(
             f"Docker engine at {where} is not reachable: {exc}. Start it, or point DOCKER_HOST "
-            "(or the Cluster's spec.connection.docker.host) at a running engine"
+            "(or the Cluster's spec.connection.docker.host) at a running engine",
+            where,
         )
 
     def _client(self, host: str) -> Any:

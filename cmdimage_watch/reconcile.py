@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from loguru import logger
 
 from cmdimage_watch import gating, models, project, sources, status
+from cmdimage_watch.buildenv import EngineUnreachable
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest
 from cmdimage_watch.gating import Maps, Waiting
 from cmdimage_watch.graph import Image, Index
@@ -112,10 +113,24 @@ class Reconciler:
             if self.state.images.get(name) != refused.shown:
                 self._set(name, refused.shown)
             return FailedBefore(name)
-        reason = await self._why_stale(image, read.cluster, read.inputs)
+        try:
+            reason = await self._why_stale(image, read.cluster, read.inputs)
+        except EngineUnreachable as exc:  # whether its image is still there, no one knows
+            return self._engine_unreachable(name, exc)
         if reason is None:
             return UpToDate(name)
         return Plan(image, read.cluster, read.maps, read.inputs, reason)
+
+    def _engine_unreachable(self, name: str, exc: EngineUnreachable) -> Waiting:
+        """Its inputs are those of its last good build, but the engine that should hold
+        that image does not answer: keep the ref and the ImageMap, build nothing on a guess
+        (it would fail), and wait for the next change or trigger."""
+        reason = f"engine at {exc.address} is not reachable"
+        old = self.state.images.get(name)
+        kept = old.ref if old is not None else ""
+        self._set(name, status.waiting(reason).model_copy(update={"ref": kept}))
+        logger.warning("{}: {}; keeping {} published, not building", name, exc, kept or "it")
+        return Waiting(name, reason)
 
     async def inputs_of(self, name: str) -> Inputs | None:
         """The inputs `name` would build with now; None while it has to wait."""

@@ -20,6 +20,7 @@ from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
 from tests.daemon_harness import cli, daemon_env
 from tests.helpers import cluster, cmdimage, free_port, write
+from tests.helpers.forwarder import Forwarder
 
 BUILD = (
     'echo "$DOCKER_HOST" > {seen} && docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
@@ -95,3 +96,46 @@ def test_a_cluster_engine_that_is_down_is_named_in_the_error(
     error = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]["completed"]["error"]
     assert f"Docker engine at {address} is not reachable: " in error
     assert "Connection refused" in error
+
+
+def test_an_engine_down_at_start_keeps_the_last_good_ref_and_builds_nothing(
+    tmp_path: Path,
+    docker_host: str,
+    second_docker_host: str,
+    second_client: docker.DockerClient,
+    registry_host: str,
+) -> None:
+    """Issue 13 §3: the engine of a Cluster is down when `build` starts. Its image was never
+    deleted: the status says the engine is not reachable, keeps its ref and the ImageMap,
+    and no command runs; once the engine answers again the image is up to date."""
+    host, _, port = second_docker_host.removeprefix("tcp://").rpartition(":")
+    forwarder = Forwarder(free_port(), (host, int(port)))
+    uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
+    spec, seen = tree_for(tmp_path, forwarder.address, registry_host, uid)
+    env = daemon_env(docker_host)
+    forwarder.start()
+    try:
+        assert cli("build", spec.parent.parent, env=env, timeout=120).returncode == 0
+        ref = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]["ref"]
+        seen.unlink()  # each run of the command writes it again
+
+        forwarder.stop()
+        down = cli("build", spec.parent.parent, env=env, timeout=120)
+        docs = read_status_file(spec.with_name("app.status.yaml"))
+        value = docs[1]["status"]
+        assert value["waiting"]["reason"] == f"engine at {forwarder.address} is not reachable"
+        assert value["ref"] == ref
+        assert "completed" not in value
+        assert not seen.exists()  # nothing built on a guess
+        assert down.returncode == 1
+        assert f"Docker engine at {forwarder.address} is not reachable" in down.stderr
+
+        forwarder.start()
+        back = cli("build", spec.parent.parent, env=env, timeout=120)
+        assert back.returncode == 0, back.stderr
+        value = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]
+        assert value["ref"] == ref and value["completed"]["reason"] == "up to date"
+        assert not seen.exists()
+    finally:
+        forwarder.stop()
+        remove_images(second_client, uid)
