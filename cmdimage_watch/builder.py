@@ -96,7 +96,13 @@ class Builder:
         if finished.returncode != 0:
             message = finished.error()
             down = await self._engine_down(image, host)
-            raise BuildError(f"{message}. {down}" if down else message)
+            if down:
+                raise EngineUnreachable(f"{message}. {down}", self.engines.address(host))
+            raise BuildError(message)
+
+    async def answers(self, address: str) -> bool:
+        """Whether the engine at `address` answers a ping now."""
+        return not await asyncio.to_thread(self.engines.unreachable, address)
 
     async def _engine_down(self, image: Image, host: str) -> str:
         """Why the engine a failed build needed is unreachable, or "": a `docker build`

@@ -35,6 +35,8 @@ from cmdimage_watch.triggers import Triggers
 from cmdimage_watch.watcher import Watcher
 from cmdimage_watch.watchset import Batch, Factory, Ready, Watching, WatchSet
 
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds between pings of an engine that was down
+
 
 class Daemon:
     def __init__(
@@ -146,6 +148,7 @@ class Daemon:
         self.triggers.handle(self.trigger_dir.glob("*"))  # left by a daemon that died
         self.ready.set()
         self._spawn(self._report_start())
+        self._spawn(self._watch_engines())
 
     async def _report_start(self) -> None:
         await self.scheduler.wait_idle()
@@ -190,6 +193,22 @@ class Daemon:
             self._lock_lost = True
             self.stop.set()
         return True
+
+    async def _watch_engines(self) -> None:
+        """SPEC §7: recover when an engine returns. Images that failed or waited only
+        because their engine did not answer are built again once it does (pinged with
+        backoff, 1 s up to 30 s); a build that failed on its own merits waits for a change."""
+        delay = RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            ledger = self.reconciler.ledger
+            addresses = sorted(set(ledger.unreachable.values()))
+            back = [a for a in addresses if await self.reconciler.builder.answers(a)]
+            for address in back:
+                names = ledger.engine_back(address)
+                logger.info("engine at {} is back: building {}", address, ", ".join(names))
+                self.dispatch.request(set(names), f"engine at {address} is back")
+            delay = RETRY_FIRST if back or not addresses else min(delay * 2, RETRY_MAX)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A task of the daemon's own, kept referenced until it is done."""

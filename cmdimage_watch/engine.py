@@ -79,8 +79,12 @@ class Engines:
             return str(self.error(host, exc))
         return ""
 
+    def address(self, host: str) -> str:
+        """The engine `host` means ("": the environment's DOCKER_HOST, or Docker's default)."""
+        return host or self.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
     def error(self, host: str, exc: Exception) -> EngineUnreachable:
-        where = host or self.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        where = self.address(host)
         return EngineUnreachable(
             f"Docker engine at {where} is not reachable: {exc}. Start it, or point DOCKER_HOST "
             "(or the Cluster's spec.connection.docker.host) at a running engine",

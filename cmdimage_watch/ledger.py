@@ -31,6 +31,8 @@ class Ledger:
     refused: dict[str, Failure] = field(default_factory=dict)  # not retried with these inputs
     confirmed: set[str] = field(default_factory=set)  # built or found up to date by this run
     deferred: dict[str, bool] = field(default_factory=dict)  # spec file gone: name -> forced
+    unreachable: dict[str, str] = field(default_factory=dict)  # name -> engine that was down
+    back: dict[str, str] = field(default_factory=dict)  # name -> the reason of its next build
 
     def good_digest(self, name: str) -> str | None:
         """The inputs digest of `name`'s last good build (this run's or a status file's)."""
@@ -55,6 +57,16 @@ class Ledger:
         self.refused[name] = Failure(digest, shown)
         self.state.failed[name] = digest
 
+    def engine_back(self, address: str) -> list[str]:
+        """The engine at `address` answers again: the images that failed or waited only
+        because it did not are tried again, their next build saying why."""
+        names = sorted(n for n, a in self.unreachable.items() if a == address)
+        for name in names:
+            del self.unreachable[name]
+            self.refused.pop(name, None)
+            self.back[name] = f"engine at {address} is back"
+        return names
+
     def defer(self, name: str, force: bool) -> None:
         """Put off `name`'s plan until its spec file is back; a trigger meanwhile is kept."""
         self.deferred[name] = force or self.deferred.get(name, False)
@@ -66,7 +78,7 @@ class Ledger:
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         tables = (self.state.images, self.state.digests, self.state.failed, self.good_inputs)
-        for table in (*tables, self.refused, self.deferred):
+        for table in (*tables, self.refused, self.deferred, self.unreachable, self.back):
             table.pop(name, None)
         self.confirmed.discard(name)
         self.state.image_maps.pop(publishes, None)

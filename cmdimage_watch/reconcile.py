@@ -106,6 +106,7 @@ class Reconciler:
             self.ledger.defer(name, force)
             return Deferred(name)
         self.ledger.deferred.pop(name, None)
+        back = self.ledger.back.pop(name, None)
         if force:
             return Plan(image, read.cluster, read.maps, read.inputs, "manual trigger")
         refused = self.ledger.refusal(name, read.inputs.digest())
@@ -119,13 +120,14 @@ class Reconciler:
             return self._engine_unreachable(name, exc)
         if reason is None:
             return UpToDate(name)
-        return Plan(image, read.cluster, read.maps, read.inputs, reason)
+        return Plan(image, read.cluster, read.maps, read.inputs, back or reason)
 
     def _engine_unreachable(self, name: str, exc: EngineUnreachable) -> Waiting:
         """Its inputs are those of its last good build, but the engine that should hold
         that image does not answer: keep the ref and the ImageMap, build nothing on a guess
         (it would fail), and wait for the next change or trigger."""
         reason = f"engine at {exc.address} is not reachable"
+        self.ledger.unreachable[name] = exc.address  # tried again once it answers
         old = self.state.images.get(name)
         kept = old.ref if old is not None else ""
         self._set(name, status.waiting(reason).model_copy(update={"ref": kept}))
@@ -194,6 +196,8 @@ class Reconciler:
         except (BuildError, OSError) as exc:
             logger.error("{} failed: {}", image.name, exc)
             self._fail(plan, str(exc), started)
+            if isinstance(exc, EngineUnreachable):  # not its own fault: tried again
+                self.ledger.unreachable[image.name] = exc.address
             return False
         except asyncio.CancelledError as exc:
             if image.name in self.index.images:  # not when its spec is gone: forgotten

@@ -18,9 +18,10 @@ import pytest
 
 from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
-from tests.daemon_harness import cli, daemon_env
+from tests.daemon_harness import Watchers, cli, completed, daemon_env
 from tests.helpers import cluster, cmdimage, free_port, write
 from tests.helpers.forwarder import Forwarder
+from tests.helpers.polling import wait_until
 
 BUILD = (
     'echo "$DOCKER_HOST" > {seen} && docker build --network none -q -t "$EXPECTED_REF" . >/dev/null'
@@ -136,6 +137,49 @@ def test_an_engine_down_at_start_keeps_the_last_good_ref_and_builds_nothing(
         value = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]
         assert value["ref"] == ref and value["completed"]["reason"] == "up to date"
         assert not seen.exists()
+    finally:
+        forwarder.stop()
+        remove_images(second_client, uid)
+
+
+def test_the_daemon_builds_again_when_the_engine_comes_back(
+    tmp_path: Path,
+    second_docker_host: str,
+    second_client: docker.DockerClient,
+    registry_host: str,
+    watchers: Watchers,
+) -> None:
+    """SPEC §7, issue 13 §3: a build that failed because its engine was down is built again
+    once the engine answers, saying so; one that failed on its own merits waits."""
+    host, _, port = second_docker_host.removeprefix("tcp://").rpartition(":")
+    forwarder = Forwarder(free_port(), (host, int(port)))
+    uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
+    spec, _ = tree_for(tmp_path, forwarder.address, registry_host, uid)
+    runs = tmp_path / "bad-runs"
+    bad = f"echo run >> {runs}; exit 3"
+    bad_image = cmdimage("bad", f"{uid}-bad", args=["sh", "-c", bad], outputMode="remote")
+    write(spec.parent.parent / "bad" / "bad.yaml", bad_image)
+    forwarder.start()
+    try:
+        daemon = watchers.start(spec.parent.parent)
+        wait_until(lambda: completed(spec, "app").get("reason") == "initial build", "app built")
+
+        forwarder.stop()
+        (spec.parent / "more.txt").write_text("a change while the engine is down")
+        down = wait_until(lambda: completed(spec, "app").get("error"), "app to fail")
+        assert f"Docker engine at {forwarder.address} is not reachable" in down
+
+        forwarder.start()
+        back = wait_until(
+            lambda: (
+                (done := completed(spec, "app")).get("reason", "").startswith("engine") and done
+            ),
+            "app to build again once its engine is back",
+        )
+        assert back["reason"] == f"engine at {forwarder.address} is back"
+        assert "error" not in back
+        assert f"engine at {forwarder.address} is back: building app" in daemon.output()
+        assert runs.read_text().splitlines() == ["run"]  # failed on its own: not retried
     finally:
         forwarder.stop()
         remove_images(second_client, uid)
