@@ -16,12 +16,16 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 
 from cmdimage_watch import refs
 from cmdimage_watch.buildenv import BuildError, EngineUnreachable
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-FAULTS = (docker.errors.DockerException, requests.RequestException)
+TIMEOUT_S = 60.0  # the longest wait for any answer of an engine (the Docker SDK's default)
+TIMEOUT_VAR = "CMDIMAGE_WATCH_ENGINE_TIMEOUT"  # seconds, to change it
+TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError)  # a stream's read raises the 2nd
+FAULTS = (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
 
 
 @dataclass
@@ -64,6 +68,12 @@ class Engines:
             for event in events:
                 detail = event.get("errorDetail") or {}
                 error = error or event.get("error") or detail.get("message") or ""
+        except TIMEOUTS:
+            self._clients.pop(host, None)
+            error = (
+                f"no answer from the engine at {self.address(host)} within {self.timeout:g} s;"
+                f" is the registry at {registry.host} answering? (set {TIMEOUT_VAR} to wait longer)"
+            )
         except FAULTS as exc:
             error = str(exc)
         if error:
@@ -101,7 +111,15 @@ class Engines:
             self._clients[host] = client
         return client
 
+    @property
+    def timeout(self) -> float:
+        try:
+            return float(self.environ.get(TIMEOUT_VAR) or TIMEOUT_S)
+        except ValueError:
+            return TIMEOUT_S
+
     def _connect(self, host: str, **options: Any) -> Any:
+        options.setdefault("timeout", self.timeout)
         if host:
             return docker.DockerClient(base_url=host, **options)
         return docker.from_env(environment=self.environ, **options)

@@ -7,6 +7,8 @@ inspect, retag and push go there too; the first engine never sees the image.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -183,3 +185,29 @@ def test_the_daemon_builds_again_when_the_engine_comes_back(
     finally:
         forwarder.stop()
         remove_images(second_client, uid)
+
+
+def test_a_registry_that_stops_answering_ends_the_push_within_the_bound_then_works_again(
+    tmp_path: Path, docker_host: str, docker_client: docker.DockerClient, registry_host: str
+) -> None:
+    """Issue 13 §3: the registry frozen with SIGSTOP hung the push for ever. Every call to
+    the engine has a bound (60 s; 3 s here); then the registry thaws and a build pushes."""
+    uid = f"ciw-frozen-{uuid.uuid4().hex[:10]}"
+    spec, _ = tree_for(tmp_path, docker_host, registry_host, uid)
+    env = daemon_env(docker_host) | {"CMDIMAGE_WATCH_ENGINE_TIMEOUT": "3"}
+    services = Path(os.environ.get("CIW_SERVICES_DIR", "/tmp/cmdimage-watch-services"))
+    registry = int((services / "registry.pid").read_text())
+    os.kill(registry, signal.SIGSTOP)
+    try:
+        frozen = cli("build", spec.parent.parent, env=env, timeout=120)
+    finally:
+        os.kill(registry, signal.SIGCONT)
+    try:
+        assert frozen.returncode == 1
+        done = read_status_file(spec.with_name("app.status.yaml"))[1]["status"]["completed"]
+        expected = f"to {registry_host} failed: no answer from the engine at {docker_host} within 3"
+        assert expected in done["error"]
+        thawed = cli("build", spec.parent.parent, env=env, timeout=120)
+        assert thawed.returncode == 0, thawed.stderr
+    finally:
+        remove_images(docker_client, uid)
