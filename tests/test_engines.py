@@ -20,7 +20,7 @@ import pytest
 
 from cmdimage_watch.statusfiles import read_status_file
 from tests.conftest import remove_images
-from tests.daemon_harness import Watchers, cli, completed, daemon_env
+from tests.daemon_harness import Watchers, cli, completed, daemon_env, status_of
 from tests.helpers import cluster, cmdimage, free_port, write
 from tests.helpers.forwarder import Forwarder
 from tests.helpers.polling import wait_until
@@ -39,9 +39,11 @@ def second_client(second_docker_host: str) -> Iterator[docker.DockerClient]:
         client.close()
 
 
-def tree_for(tmp_path: Path, engine: str, registry: str, uid: str) -> tuple[Path, Path]:
+def tree_for(
+    tmp_path: Path, engine: str, registry: str, uid: str, before: str = ""
+) -> tuple[Path, Path]:
     """A tree with one image of Cluster `default` on `engine`; the spec file and where its
-    command writes the DOCKER_HOST it was given."""
+    command (after the shell code `before`) writes the DOCKER_HOST it was given."""
     root, seen = tmp_path / "tree", tmp_path / "seen"
     app = root / "app"
     app.mkdir(parents=True)
@@ -49,7 +51,7 @@ def tree_for(tmp_path: Path, engine: str, registry: str, uid: str) -> tuple[Path
     spec = write(
         app / "app.yaml",
         cluster(defaultRegistry={"host": registry}, connection={"docker": {"host": engine}}),
-        cmdimage("app", uid, args=["sh", "-c", BUILD.format(seen=seen)]),
+        cmdimage("app", uid, args=["sh", "-c", before + BUILD.format(seen=seen)]),
     )
     return spec, seen
 
@@ -151,12 +153,14 @@ def test_the_daemon_builds_again_when_the_engine_comes_back(
     registry_host: str,
     watchers: Watchers,
 ) -> None:
-    """SPEC §7, issue 13 §3: a build that failed because its engine was down is built again
-    once the engine answers, saying so; one that failed on its own merits waits."""
+    """SPEC §7, issue 13 §3, issue 9 §2: the engine stopped mid-build fails that build naming
+    the engine; once it answers the build runs again, saying so, while one that failed on its
+    own merits waits; the daemon never exits."""
     host, _, port = second_docker_host.removeprefix("tcp://").rpartition(":")
     forwarder = Forwarder(free_port(), (host, int(port)))
     uid = f"ciw-engine2-{uuid.uuid4().hex[:10]}"
-    spec, _ = tree_for(tmp_path, forwarder.address, registry_host, uid)
+    slow = "if [ -e more.txt ]; then sleep 2; fi; "  # a window to stop the engine mid-build
+    spec, _ = tree_for(tmp_path, forwarder.address, registry_host, uid, before=slow)
     runs = tmp_path / "bad-runs"
     bad = f"echo run >> {runs}; exit 3"
     bad_image = cmdimage("bad", f"{uid}-bad", args=["sh", "-c", bad], outputMode="remote")
@@ -166,8 +170,9 @@ def test_the_daemon_builds_again_when_the_engine_comes_back(
         daemon = watchers.start(spec.parent.parent)
         wait_until(lambda: completed(spec, "app").get("reason") == "initial build", "app built")
 
-        forwarder.stop()
-        (spec.parent / "more.txt").write_text("a change while the engine is down")
+        (spec.parent / "more.txt").write_text("a change")
+        wait_until(lambda: "building" in status_of(spec, "CmdImage", "app"), "app building")
+        forwarder.stop()  # mid-build
         down = wait_until(lambda: completed(spec, "app").get("error"), "app to fail")
         assert f"Docker engine at {forwarder.address} is not reachable" in down
 
@@ -182,6 +187,7 @@ def test_the_daemon_builds_again_when_the_engine_comes_back(
         assert "error" not in back
         assert f"engine at {forwarder.address} is back: building app" in daemon.output()
         assert runs.read_text().splitlines() == ["run"]  # failed on its own: not retried
+        assert daemon.proc.poll() is None
     finally:
         forwarder.stop()
         remove_images(second_client, uid)
