@@ -92,7 +92,9 @@ class Watcher:
             watch_filter=None,  # filtered in batches(): ignored noise must not hold batches back
             debounce=int(self.cap * 1000),
             step=STEP_MS,
-            rust_timeout=max(1, int(self.quiet * 1000)),
+            # watchfiles hands events over only after a quiet `step`: that much of `quiet`
+            # has passed already when the wait for the next event starts
+            rust_timeout=max(1, int(self.quiet * 1000) - STEP_MS),
             yield_on_timeout=True,  # an empty set: `quiet` passed with no event
             stop_event=self._stop,
             raise_interrupt=False,
