@@ -115,8 +115,6 @@ class Root:
         *folders, name = path.relative_to(self.path).parts or ("",)
         if any(is_hidden_folder(f) for f in folders) or is_never_source(name):
             return False
-        if path in own_output():
-            return False
         return not self.ignored(path, path.is_dir())
 
 
@@ -415,16 +413,17 @@ def hash_sources(image: Image, index: Index, cache: HashCache) -> dict[str, str]
 
 class ChangeFilter(watchfiles.DefaultFilter):
     """Lets through what can matter: never status files, editor temporaries, hidden entries
-    (but for `allowed`, the daemon's trigger folder)."""
+    (but for `allowed`, the daemon's trigger folder), or the daemon's own log."""
 
     def __init__(self, allowed: Path) -> None:
         super().__init__(ignore_dirs=(), ignore_entity_patterns=())
         self.allowed = str(allowed) + os.sep
+        self.own_output = {str(p) for p in own_output()}  # the daemon's log: never an event
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if path.startswith(self.allowed):
             return True
-        return not is_never_source(Path(path).name) and Path(path) not in own_output()
+        return path not in self.own_output and not is_never_source(Path(path).name)
 
 
 def watched_folders(base: Path, roots: list[Root], keep: set[Path]) -> list[Path]:

@@ -9,6 +9,7 @@ Docker check); `docker build` runs only where the test is about images. Nothing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import psutil
 import pytest
 
 from tests.conftest import remove_images
@@ -625,15 +627,32 @@ def test_moving_a_spec_s_folder_mid_build_cancels_it_and_builds_from_the_new_pla
 # --- 9-11: signals and restarts --------------------------------------------------------------
 
 
+STUBBORN = "(trap '' TERM; sleep 60) & (trap '' TERM; sleep 60) & trap '' TERM; sleep 60"
+
+
+def sleeps(pgid: int) -> int:
+    """How many `sleep`s of process group `pgid` run."""
+    count = 0
+    for proc in group_members(pgid):
+        with contextlib.suppress(psutil.Error):
+            count += proc.name() == "sleep"
+    return count
+
+
+@pytest.mark.parametrize(
+    ("children", "ready"),
+    [("sleep 60 & sleep 60", 2), (STUBBORN, 3)],  # the second ignore SIGTERM (issue 9 §2)
+    ids=["plain", "ignoring-sigterm"],
+)
 def test_sigterm_during_a_build_exits_0_and_leaves_no_build_process(
-    tree: Tree, watchers: Watchers
+    tree: Tree, watchers: Watchers, children: str, ready: int
 ) -> None:
     image_dir(tree, "img", "v1")
-    script = f"echo $$ >> {q(tree.out / 'pids')}; sleep 60 & sleep 60"
+    script = f"echo $$ >> {q(tree.out / 'pids')}; {children}"
     spec = tree.spec("img/img.yaml", cheap(tree, "img", script))
     daemon = watchers.start(tree.root)
     pgid = int(wait_lines(tree, 1, "pids")[0])
-    wait_until(lambda: len(group_members(pgid)) == 3, "sh and both sleeps")
+    wait_until(lambda: sleeps(pgid) == ready, f"{ready} sleeps, their traps set")
 
     daemon.signal(signal.SIGTERM)
 
