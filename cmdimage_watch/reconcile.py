@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from loguru import logger
 
-from cmdimage_watch import gating, models, project, sources, status
+from cmdimage_watch import gating, models, project, sources, status, timeline
 from cmdimage_watch.buildenv import EngineUnreachable
 from cmdimage_watch.builder import Builder, BuildError, BuildRequest
 from cmdimage_watch.gating import Maps, Waiting
@@ -120,6 +120,7 @@ class Reconciler:
             return self._engine_unreachable(name, exc)
         if reason is None:
             return UpToDate(name)
+        timeline.mark("planned", name)
         return Plan(image, read.cluster, read.maps, read.inputs, back or reason)
 
     def _engine_unreachable(self, name: str, exc: EngineUnreachable) -> Waiting:
@@ -189,6 +190,7 @@ class Reconciler:
         image, started = plan.image, self.clock()
         self.hashes.prewarmed.clear()  # a build may write others' sources: hash afresh
         self._set(image.name, status.building(plan.reason, started))
+        timeline.mark("status", image.name)
         logger.info("building {}: {}", image.name, plan.reason)
         request = BuildRequest(image, plan.cluster, plan.maps, started)
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cmdimage_watch import timeline
 from cmdimage_watch.buildenv import BuildError, display_command, quoted, shown
 from cmdimage_watch.graph import Image
 from cmdimage_watch.settings import state_file_name
@@ -54,6 +55,7 @@ class Runner:
         display = display_command(image.spec.args)
         with log_path.open("w", encoding="utf-8") as log:
             proc = await self._spawn(image, env, display, log)
+            timeline.mark("spawned", image.name)
             self.on_spawn(image.name, proc.pid)
             try:
                 rc = await asyncio.wait_for(self._pump(image.name, proc, log), self.build_timeout)
@@ -72,15 +74,17 @@ class Runner:
 
     async def _spawn(
         self, image: Image, env: dict[str, str], display: str, log: IO[str]
-    ) -> asyncio.subprocess.Process:
+    ) -> Process:
         if not image.dir.is_dir():
             raise BuildError(
                 f"Custom build {quoted(shown(display))} cannot run: its dir {image.dir} does not "
                 f"exist (spec.dir of CmdImage {image.name} in {image.loc})"
             )
         log.write(f"$ {display}\n")
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(STREAM_LIMIT, loop),
                 *image.spec.args,
                 cwd=image.dir,
                 env=env,
@@ -91,13 +95,14 @@ class Runner:
             )
         except OSError as exc:
             raise BuildError(_cannot_start(image, display, exc)) from None
+        return Process(transport, protocol, loop)
 
-    async def _pump(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> int:
+    async def _pump(self, name: str, proc: Process, log: IO[str]) -> int:
         """The command's output until the command itself exits. A process it left in its
         group (`server &`) that still holds the output does not keep the build open: once
         the command is gone and LINGER_S passed, what is left of its group is ended."""
         lines = asyncio.ensure_future(self._lines(name, proc, log))
-        exited = asyncio.ensure_future(_exited(proc))
+        exited = asyncio.ensure_future(proc.exited())
         try:
             await asyncio.wait({lines, exited}, return_when=asyncio.FIRST_COMPLETED)
             if not lines.done():  # the command is gone; its last output may be on its way
@@ -115,7 +120,7 @@ class Runner:
             for task in (lines, exited):
                 task.cancel()
 
-    async def _lines(self, name: str, proc: asyncio.subprocess.Process, log: IO[str]) -> None:
+    async def _lines(self, name: str, proc: Process, log: IO[str]) -> None:
         assert proc.stdout is not None
         while raw := await read_line(proc.stdout):
             line = raw.decode("utf-8", "replace").rstrip("\n")
@@ -123,7 +128,7 @@ class Runner:
             log.flush()
             self.output(name, line)
 
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+    async def _stop(self, proc: Process) -> None:
         """SIGTERM to the build's process group, SIGKILL after `stop_timeout`."""
         kill_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
@@ -161,15 +166,33 @@ def _cannot_start(image: Image, display: str, exc: OSError) -> str:
 
 
 LINGER_S = 0.5  # after the command exits, how long its last output may take to arrive
-EXIT_POLL_S = 0.05
+STREAM_LIMIT = 2**16  # asyncio's own default for a process's output stream
 
 
-async def _exited(proc: asyncio.subprocess.Process) -> int:
-    """The command's exit status as soon as it exits: `proc.wait()` (Python 3.11) returns
-    only once every holder of its output pipe has closed it."""
-    while proc.returncode is None:  # noqa: ASYNC110 (asyncio gives no event for the exit)
-        await asyncio.sleep(EXIT_POLL_S)
-    return proc.returncode
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's protocol for a process with output streams, plus an event set the moment
+    the process exits."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit, loop)
+        self.exit = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exit.set()
+
+
+class Process(asyncio.subprocess.Process):
+    """A build command: `create_subprocess_exec`'s process, plus `exited`."""
+
+    _protocol: _Protocol
+
+    async def exited(self) -> int:
+        """The exit status as soon as the command exits: `wait()` (Python 3.11) returns
+        only once every holder of its output pipe has closed it."""
+        await self._protocol.exit.wait()
+        assert self.returncode is not None
+        return self.returncode
 
 
 async def read_line(stream: asyncio.StreamReader) -> bytes:
