@@ -35,6 +35,7 @@ from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
 from cmdimage_watch.settings import Settings, state_file_name
 from cmdimage_watch.speccache import SpecCache
+from cmdimage_watch.statusfiles import StatusCache
 from cmdimage_watch.statuswriter import StatusWriter
 
 app = typer.Typer(
@@ -167,7 +168,9 @@ def _state_folder_checked(settings: Settings) -> Settings:
 
 
 def _level(verbose: int, quiet: bool) -> str:
-    return "WARNING" if quiet else ("DEBUG" if verbose else "INFO")
+    if quiet:
+        return "WARNING"
+    return ("INFO", "DEBUG")[verbose] if verbose < 2 else "TRACE"  # -vv: each save's timeline
 
 
 @app.command()
@@ -208,7 +211,8 @@ async def _build(
     force: bool,
     output: terminal.Output,
 ) -> bool:
-    state, inputs = project.read_state(index, settings.state_dir)
+    statuses = StatusCache(settings.state_dir / "statuses.json")
+    state, inputs = project.read_state(index, settings.state_dir, statuses)
     builder = Builder(
         settings.log_dir, output=output.build_line, build_timeout=settings.build_timeout
     )
@@ -216,15 +220,16 @@ async def _build(
     if names is not None:  # a few images: keep the hashes of the others for the next run
         hashes.seen.update(hashes.entries)
     reconciler = Reconciler(index, builder, settings, Ledger(state, inputs), Hashes(hashes))
-    writer = StatusWriter(lambda: index, lambda: state)
+    writer = StatusWriter(lambda: index, lambda: state, statuses)
     reconciler.on_status = writer.write
     scheduler = Scheduler(reconciler)
     try:
         return await _until_signalled(scheduler, run_once(scheduler, names, force))
     finally:
         builder.close()
-        project.write_all(index, state, settings.root)
+        writer.write_all(settings.root)
         project.write_hashes(settings.state_dir, hashes)
+        statuses.save()
 
 
 async def _until_signalled(scheduler: Scheduler, work: Coroutine[Any, Any, bool]) -> bool:
@@ -426,7 +431,8 @@ def _rows_on_disk(root: Path) -> tuple[Index, list[views.Row]]:
     those of a file that cannot be parsed from their last status, by name."""
     settings = Settings(root=_root(root))
     index = project.load(settings.root)
-    state, _ = project.read_state(index, settings.state_dir)
+    statuses = StatusCache(settings.state_dir / "statuses.json")  # read, never written
+    state, _ = project.read_state(index, settings.state_dir, statuses)
     found = views.rows(index, state, settings.root)
     found += views.kept_rows(project.kept_statuses(index), index, settings.root)
     return index, sorted(found, key=lambda r: r.name)

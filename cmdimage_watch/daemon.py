@@ -18,7 +18,7 @@ from typing import Any
 
 from loguru import logger
 
-from cmdimage_watch import filewatches, project, sources, status, views
+from cmdimage_watch import filewatches, project, sources, status, timeline, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.dispatch import Dispatch
 from cmdimage_watch.graph import Index
@@ -31,6 +31,7 @@ from cmdimage_watch.routes import Routes
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import Settings
 from cmdimage_watch.specset import SpecSet
+from cmdimage_watch.statusfiles import StatusCache
 from cmdimage_watch.triggers import Triggers
 from cmdimage_watch.watcher import Watcher
 from cmdimage_watch.watchset import Batch, Factory, Ready, Watching, WatchSet
@@ -49,7 +50,10 @@ class Daemon:
         self.records = BuildRecords(settings.state_dir / "builds")
         builder.on_spawn = self.records.update
         self.reconciler = Reconciler(self.specs.index, builder, settings)
-        self.publisher = Publisher(lambda: self.specs.index, lambda: self.reconciler.state)
+        self.statuses = StatusCache(settings.state_dir / "statuses.json")
+        self.publisher = Publisher(
+            lambda: self.specs.index, lambda: self.reconciler.state, self.statuses
+        )
         self.reconciler.on_status = self.publisher.statuses
         self.scheduler = Scheduler(self.reconciler)
         self.triggers = Triggers(self.trigger_dir, self.scheduler, self._spawn)
@@ -94,8 +98,9 @@ class Daemon:
         if cancelled:
             logger.info("stopped; cancelled {} running build(s)", cancelled)
         if not self._lock_lost:  # else the tree is another daemon's now
-            project.write_all(self.index, self.state, self.root)
+            self.publisher.writer.write_all(self.root)
             project.write_hashes(self.settings.state_dir, self.reconciler.hashes.cache)
+            self.statuses.save()
 
     def _watch_dirs(self) -> set[Path]:
         return self.routes.watch_dirs(set(self.specs.files))
@@ -107,7 +112,7 @@ class Daemon:
         statuses = self.specs.scan()
         self.routes.update(Index(), self.index)
         self.reconciler.index = self.index
-        state, inputs = project.read_state(self.index, self.settings.state_dir)
+        state, inputs = project.read_state(self.index, self.settings.state_dir, self.statuses)
         self.reconciler.ledger = Ledger(state, inputs)
         self.reconciler.hashes = Hashes(project.read_hashes(self.settings.state_dir))
         warn_about_contexts(self.index, self.settings.state_dir)
@@ -159,11 +164,13 @@ class Daemon:
         await asyncio.to_thread(
             project.write_hashes, self.settings.state_dir, self.reconciler.hashes.cache
         )
+        await asyncio.to_thread(self.statuses.save)
 
     # --- batches -----------------------------------------------------------------------
 
     def _on_batch(self, batch: Batch) -> bool:
         """Handle a batch; True when the folders to watch changed."""
+        timeline.mark("loop", len(batch.paths))
         number = self.dispatch.count(batch.paths)
         if batch.poll:
             self.dispatch.recheck_later(batch.paths)

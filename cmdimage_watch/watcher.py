@@ -1,25 +1,40 @@
-"""Batches of changed paths: watchfiles in a thread of its own, with a true quiet period.
+"""Batches of changed paths: watchfiles' Rust watcher in a thread of its own, with a true
+quiet period.
 
 watchfiles ends a batch as soon as the *set* of changed paths stops growing for one step,
 so fifty saves of one file arrive as several batches. Here a batch ends only after `quiet`
-seconds without any event, or `cap` seconds after its first. The thread hands batches (and
-its own failure) to the event loop; `watchset` consumes them.
+seconds without any event, or `cap` seconds after its first. Between batches the Rust
+watcher looks for events every IDLE_STEP_MS and has no timeout to wake up for; while a
+batch waits out its quiet period it looks every BATCH_STEP_MS, so the batch ends within that
+much of its deadline. The thread hands batches (and its own failure) to the event loop;
+`watchset` consumes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import watchfiles
+from watchfiles._rust_notify import RustNotify  # watchfiles' documented Rust backend
 
-STEP_MS = 10  # how often watchfiles' loop looks for events: the latency it adds at most
+from cmdimage_watch import timeline
+
+# How often the Rust watcher looks for events. A change is handed over one step after the
+# step that saw it, so the idle step is the latency it adds at most (half on average); and
+# each look wakes the process (about 0.4% of a core at 10 ms on a 2-core VM).
+IDLE_STEP_MS, BATCH_STEP_MS = 10, 2
+POLL_DELAY_MS = 300  # --poll: how often the tree is scanned (watchfiles' default)
 READY = frozenset[Path]()  # the first item: the watches are in place
 RETRIES = 3  # starts again when a folder vanished while its watch was being added
+
+Changes = set[tuple[int, str]]  # watchfiles' raw (Change, path) pairs
+Wait = Callable[[float | None], tuple[Changes, float] | None]
 
 
 class Watcher:
@@ -50,7 +65,7 @@ class Watcher:
             yield item
 
     async def close(self) -> None:
-        self._stop.set()  # watchfiles sees it within a step
+        self._stop.set()  # the Rust watcher sees it within a step
         await asyncio.to_thread(self._thread.join, 5)
         await asyncio.sleep(0)  # what the thread handed over last reaches the queue
 
@@ -67,67 +82,80 @@ class Watcher:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     def _run(self) -> None:
-        ready = False
         for attempt in range(RETRIES + 1):
             try:
-                for item in batches(self._changes(), self.watch_filter, self.quiet, self.cap):
-                    ready = True
-                    self._deliver(item)
-                return
+                notify = self._notify()
             except (FileNotFoundError, NotADirectoryError) as exc:
-                if ready or attempt == RETRIES:  # a folder removed as its watch was added
-                    self._deliver(exc)
-                    return
+                if attempt < RETRIES:
+                    continue  # a folder removed as its watch was added
+                self._deliver(exc)
+                return
             except BaseException as exc:  # the loop decides: inotify limits mean polling
                 self._deliver(exc)
                 return
+            try:
+                with notify:
+                    self._deliver(READY)
+                    found = batches(self._wait(notify), self.watch_filter, self.quiet, self.cap)
+                    for item in found:
+                        self._deliver(item)
+            except BaseException as exc:
+                self._deliver(exc)
+            return
 
-    def _changes(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
-        """watchfiles' changes. Every error adding a watch is raised, not swallowed
-        (`ignore_permission_denied` would hide running out of inotify watches too), so
-        folders gone or unreadable are left out first: their parent's watch reports them."""
-        dirs = [d for d in self.dirs if os.access(d, os.R_OK | os.X_OK)]
-        return watchfiles.watch(
-            *dirs,
-            watch_filter=None,  # filtered in batches(): ignored noise must not hold batches back
-            debounce=int(self.cap * 1000),
-            step=STEP_MS,
-            # watchfiles hands events over only after a quiet `step`: that much of `quiet`
-            # has passed already when the wait for the next event starts
-            rust_timeout=max(1, int(self.quiet * 1000) - STEP_MS),
-            yield_on_timeout=True,  # an empty set: `quiet` passed with no event
-            stop_event=self._stop,
-            raise_interrupt=False,
-            force_polling=self.poll,
-            recursive=False,
-            ignore_permission_denied=False,
-        )
+    def _notify(self) -> RustNotify:
+        """The Rust watcher, its watches in place. Every error adding a watch is raised,
+        not swallowed (`ignore_permission_denied` would hide running out of inotify
+        watches too), so folders gone or unreadable are left out first: their parent's
+        watch reports them."""
+        dirs = [str(d) for d in self.dirs if os.access(d, os.R_OK | os.X_OK)]
+        return RustNotify(dirs, False, self.poll, POLL_DELAY_MS, False, False)
+
+    def _wait(self, notify: RustNotify) -> Wait:
+        cap_ms = int(self.cap * 1000)
+
+        def wait(timeout: float | None) -> tuple[Changes, float] | None:
+            step = IDLE_STEP_MS if timeout is None else BATCH_STEP_MS
+            limit = 0 if timeout is None else max(1, math.ceil(timeout * 1000))
+            found = notify.watch(cap_ms, step, limit, self._stop)
+            if found == "timeout":
+                return set(), time.monotonic()
+            if isinstance(found, str):  # "stop" (or "signal", which this thread never gets)
+                return None
+            # handed over once a step passed without a new one: it came that long ago, at least
+            return found, time.monotonic() - step / 1000
+
+        return wait
 
 
 def batches(
-    changes: Iterable[set[tuple[watchfiles.Change, str]]],
+    wait: Wait,
     keep: Callable[[watchfiles.Change, str], bool],
     quiet: float,
     cap: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[frozenset[Path]]:
-    """READY at watchfiles' first item (its watches are in place by then), then each batch:
-    once `quiet` passed since its last kept event, or `cap` since its first. Events `keep`
-    drops (a log file rewritten all the time) still come through watchfiles, so the
-    deadlines are checked however busy that noise is."""
+    """Each batch, once `quiet` passed since its last kept event or `cap` since its first.
+    `wait(timeout)` gives the next changes and when the last of them came, or an empty
+    set once `timeout` seconds passed without any (None: no limit); None once stopped.
+    Events `keep` drops (a log file rewritten all the time) still come through, so the
+    deadline is checked however busy that noise is."""
     pending: set[Path] = set()
     first = last = 0.0
-    for step, found in enumerate(changes):
-        if step == 0:
-            yield READY
-        now = clock()
-        kept = {Path(path) for change, path in found if keep(change, path)}
+    while True:
+        seen = wait(max(0.0, min(last + quiet, first + cap) - clock()) if pending else None)
+        if seen is None:
+            break
+        found, at = seen
+        kept = {Path(path) for change, path in found if keep(watchfiles.Change(change), path)}
         if kept:
-            first = first if pending else now
-            last = now
+            timeline.mark("seen", len(kept))
+            first = first if pending else at
+            last = at
             pending |= kept
-        timed_out = not found  # `quiet` passed without any event at all
-        if pending and (timed_out or now - last >= quiet or now - first >= cap):
+        timed_out = not found  # the time asked for passed without any event at all
+        if pending and (timed_out or clock() >= min(last + quiet, first + cap)):
+            timeline.mark("batch", len(pending))
             yield frozenset(pending)
             pending = set()
     if pending:  # stopped in the middle of a batch: it is still a batch
