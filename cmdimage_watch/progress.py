@@ -19,6 +19,7 @@ from cmdimage_watch.scheduler import with_deps
 from cmdimage_watch.settings import Settings, state_file_name
 from cmdimage_watch.sources import HashCache
 from cmdimage_watch.speccache import SpecCache
+from cmdimage_watch.statusfiles import StatusCache
 
 PENDING = "pending"
 
@@ -32,11 +33,12 @@ class Progress:
     def __post_init__(self) -> None:
         if self.specs is None:  # read, never written: `wait` leaves the state folder alone
             self.specs = SpecCache(self.settings.state_dir / "specs.json")
+        self.statuses = StatusCache(self.settings.state_dir / "statuses.json")  # as well
 
     def check(self, names: list[str]) -> dict[str, str]:
         """Each image's outcome: PENDING, "" (built from its current inputs), or its error."""
         index = project.load(self.settings.root, self.specs)
-        state, _ = project.read_state(index, self.settings.state_dir)
+        state, _ = project.read_state(index, self.settings.state_dir, self.statuses)
         builder = Builder(self.settings.log_dir)
         reconciler = Reconciler(index, builder, self.settings, Ledger(state), Hashes(self.cache))
         outcomes: dict[str, str] = {}

@@ -1,9 +1,9 @@
 """The watched tree as a whole: which files are specs, the state folder, statuses on disk.
 
 `scan` finds the spec files, `load` indexes them, `read_state` takes back what earlier runs
-wrote (statuses, digests, the inputs of each last good build), and `write_status` writes
-the status file of a spec file. `cli`, `daemon`, `specset`, `statuswriter`, `progress` and
-`reconcile` call these.
+wrote (statuses, digests, the inputs of each last good build), `status_documents` and
+`write_status_text` make and write the status file of a spec file. `cli`, `daemon`,
+`specset`, `statuswriter`, `progress` and `reconcile` call these.
 """
 
 from __future__ import annotations
@@ -98,11 +98,14 @@ def load(root: Path, cache: specfiles.Cache | None = None) -> Index:
     return build_index(f for f in loaded if f.is_spec)  # a YAML file of none of ours is a source
 
 
-def read_state(index: Index, state_dir: Path) -> tuple[status.State, dict[str, Inputs]]:
+def read_state(
+    index: Index, state_dir: Path, cache: statusfiles.StatusCache | None = None
+) -> tuple[status.State, dict[str, Inputs]]:
     """What earlier runs left: statuses and digests of our images, and their last inputs."""
     state = status.State()
+    read = statusfiles.read_status_file if cache is None else cache.read
     for path in index.files:
-        for doc in statusfiles.read_status_file(statusfiles.status_path(path)):
+        for doc in read(statusfiles.status_path(path)):
             _take(doc, index, state)
     inputs: dict[str, Inputs] = {}
     for name in state.digests:
@@ -188,17 +191,18 @@ def write_hashes(state_dir: Path, cache: sources.HashCache) -> None:
         logger.warning("could not keep the content hashes in {}: {}", state_dir, exc)
 
 
-def write_status(index: Index, state: status.State, path: Path) -> bool:
-    """Write (or remove) the status file of one spec file; False when that failed."""
-    return write_status_text(path, status_text(index, state, path))
-
-
 def status_text(index: Index, state: status.State, path: Path) -> str | None:
     """What the status file of spec file `path` holds now; None when it should not exist."""
+    docs = status_documents(index, state, path)
+    return None if docs is None else statusfiles.render_status(path, docs)
+
+
+def status_documents(index: Index, state: status.State, path: Path) -> statusfiles.Docs | None:
+    """The documents of the status file of spec file `path`; None when it should not exist."""
     spec_file = index.files.get(path)
     if spec_file is None or not spec_file.is_spec:
         return None
-    return statusfiles.render_status(path, status.documents(spec_file, index, state))
+    return status.documents(spec_file, index, state)
 
 
 def write_status_text(path: Path, text: str | None) -> bool:
@@ -231,13 +235,6 @@ def files_showing(index: Index, names: Iterable[str]) -> set[Path]:
         if image.publishes in index.image_map_locs:
             paths.add(index.image_map_locs[image.publishes].path)
     return paths
-
-
-def write_all(index: Index, state: status.State, root: Path) -> None:
-    """Every spec file's status file, and no status file whose spec file is gone or not ours."""
-    for path in index.files:
-        write_status(index, state, path)
-    remove_stale(index, root)
 
 
 def remove_stale(index: Index, root: Path, found: list[Path] | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from cmdimage_watch import models, status, views
 from cmdimage_watch.graph import Index
+from cmdimage_watch.statusfiles import StatusCache
 from cmdimage_watch.statuswriter import StatusWriter
 
 STATUS_DELAY_S = 0.01  # status changes this close together are one write of the file
@@ -23,9 +24,14 @@ Event = dict[str, Any]
 
 
 class Publisher:
-    def __init__(self, index: Callable[[], Index], state: Callable[[], status.State]) -> None:
+    def __init__(
+        self,
+        index: Callable[[], Index],
+        state: Callable[[], status.State],
+        cache: StatusCache | None = None,
+    ) -> None:
         self._state = state
-        self.writer = StatusWriter(index, state)
+        self.writer = StatusWriter(index, state, cache)
         self.on_event: Callable[[Event], None] = lambda event: None
         self._shown: dict[str, models.CmdImageStatus] = {}  # the last status events told of
         self._flush_at: asyncio.TimerHandle | None = None

@@ -8,7 +8,9 @@ knows the file format and how to replace a file without a reader ever seeing hal
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import secrets
 from pathlib import Path
@@ -82,10 +84,87 @@ def write_if_changed(path: Path, text: str) -> bool:
 def read_status_file(path: Path) -> list[dict[str, Any]]:
     """The documents of a status file we wrote earlier; [] when it is missing or unreadable."""
     try:
-        data = read_regular(path, MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            return []
+        return _parse(read_regular(path, MAX_FILE_BYTES + 1))
+    except OSError:
+        return []
+
+
+def _parse(data: bytes) -> list[dict[str, Any]]:
+    if len(data) > MAX_FILE_BYTES:
+        return []
+    try:
         docs = list(FastYAML(typ="safe").load_all(data.decode("utf-8")))
-    except (OSError, UnicodeDecodeError, YAMLError, RecursionError):
+    except (UnicodeDecodeError, YAMLError, RecursionError):
         return []
     return [d for d in docs if isinstance(d, dict)]
+
+
+Docs = list[dict[str, Any]]
+
+
+class StatusCache:
+    """What status files hold, parsed, by path and the digest of their bytes; kept as JSON
+    in the state folder. A start parses only the status files changed since the last run
+    wrote them (libyaml took half a second for a thousand), and a write of the documents a
+    file already holds is skipped (rendering them cost as much). Read through `read`,
+    trusted only once this run read or wrote the file; without a `path`, never saved."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._known = self._load()  # the last run's: used when the bytes match
+        self._seen: dict[str, tuple[str, Docs]] = {}  # read or written by this run
+        self._saved = self._seen.copy()
+
+    def read(self, status: Path) -> Docs:
+        """`read_status_file`, parsing only what the cache does not know."""
+        key = str(status)
+        try:
+            data = read_regular(status, MAX_FILE_BYTES + 1)
+        except OSError:
+            self._seen.pop(key, None)
+            return []
+        digest = _digest(data)
+        entry = self._seen.get(key) or self._known.get(key)
+        docs = entry[1] if entry is not None and entry[0] == digest else _parse(data)
+        self._seen[key] = (digest, docs)
+        return docs
+
+    def holds(self, status: Path, docs: Docs) -> bool:
+        """Whether `status` holds `docs` (as this run last read or wrote it)."""
+        entry = self._seen.get(str(status))
+        return entry is not None and entry[1] == docs
+
+    def wrote(self, status: Path, text: str | None, docs: Docs | None) -> None:
+        if text is None or docs is None:
+            self._seen.pop(str(status), None)
+        else:
+            self._seen[str(status)] = (_digest(text.encode("utf-8")), docs)
+
+    def save(self) -> None:
+        if self.path is None or self._seen == self._saved:
+            return
+        files = {key: [digest, docs] for key, (digest, docs) in self._seen.items()}
+        text = json.dumps({"version": self.VERSION, "files": files}, default=str)
+        self._saved = self._seen.copy()
+        write_if_changed(self.path, text)
+
+    def _load(self) -> dict[str, tuple[str, Docs]]:
+        """The saved cache; {} when missing, damaged or of another version."""
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_bytes())
+            files = data["files"] if data["version"] == self.VERSION else {}
+            return {
+                key: (digest, docs)
+                for key, (digest, docs) in files.items()
+                if isinstance(digest, str) and all(isinstance(d, dict) for d in docs)
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -21,14 +21,21 @@ from pathlib import Path
 
 from cmdimage_watch import project, status
 from cmdimage_watch.graph import Index
+from cmdimage_watch.statusfiles import StatusCache, render_status, status_path
 
 PARALLEL_FROM = 32  # files in one flush from which writing them takes several threads
 WRITERS = 8
 
 
 class StatusWriter:
-    def __init__(self, index: Callable[[], Index], state: Callable[[], status.State]) -> None:
+    def __init__(
+        self,
+        index: Callable[[], Index],
+        state: Callable[[], status.State],
+        cache: StatusCache | None = None,
+    ) -> None:
         self._index, self._state = index, state  # read anew: the daemon replaces both
+        self.cache = cache or StatusCache()  # what the files hold: the same is not written again
         self._dirty: dict[Path, None] = {}  # in the order marked: no file runs ahead of its cause
         self._building: dict[str, Path] = {}  # image -> the folder its command reads
         self._failed: set[Path] = set()  # could not be written (disk full): tried at the next mark
@@ -80,16 +87,34 @@ class StatusWriter:
                 todo.append(path)
         self._write(index, state, todo)
 
+    def write_all(self, root: Path) -> None:
+        """Every spec file's status file, and no status file whose spec file is gone or not
+        ours: at the end of a run, when no build holds a folder."""
+        index = self._index()
+        self._dirty = {}
+        self._write(index, self._state(), list(index.files))
+        project.remove_stale(index, root)
+
     def _write(self, index: Index, state: status.State, paths: list[Path]) -> None:
-        """Render here and write in order; but many files at once (a start-up's "up to
-        date"s) are written on several threads, in no set order, as each waits for its fsync."""
-        texts = [(path, project.status_text(index, state, path)) for path in paths]
+        """Render here and write in order, but not what a file holds already; many files at
+        once (a start-up's "up to date"s) are written on several threads, in no set order,
+        as each waits for its fsync."""
+        todo = []
+        for path in paths:
+            docs = project.status_documents(index, state, path)
+            if docs is None or not self.cache.holds(status_path(path), docs):
+                todo.append((path, docs))
+        texts = [(path, None if d is None else render_status(path, d)) for path, d in todo]
         if len(texts) < PARALLEL_FROM:
             done = [project.write_status_text(path, text) for path, text in texts]
         else:
             with ThreadPoolExecutor(WRITERS, thread_name_prefix="status") as pool:
                 done = list(pool.map(project.write_status_text, *zip(*texts, strict=True)))
-        self._failed.update(path for (path, _), ok in zip(texts, done, strict=True) if not ok)
+        for (path, docs), (_, text), ok in zip(todo, texts, done, strict=True):
+            if ok:
+                self.cache.wrote(status_path(path), text, docs)
+            else:
+                self._failed.add(path)
 
 
 def _under(path: Path, folders: list[Path]) -> bool:
