@@ -10,9 +10,11 @@ what lands in `completed.error`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cmdimage_watch import models, refs
 from cmdimage_watch.buildenv import (
@@ -28,9 +30,11 @@ from cmdimage_watch.buildenv import (
     needs_push,
     quoted,
 )
-from cmdimage_watch.engine import Engines
 from cmdimage_watch.graph import Image
 from cmdimage_watch.runner import OnSpawn, Output, Runner
+
+if TYPE_CHECKING:
+    from cmdimage_watch.engine import Engines
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]
 
@@ -45,10 +49,14 @@ class Builder:
     build_timeout: float | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     on_spawn: OnSpawn = lambda name, pgid: None
-    engines: Engines = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.engines = Engines(self.environ)
+    @functools.cached_property
+    def engines(self) -> Engines:
+        """Made when first needed: the Docker SDK takes a tenth of a second to import, and
+        a tree of `outputMode: remote` images (or `status`, `wait`) never needs it."""
+        from cmdimage_watch.engine import Engines
+
+        return Engines(self.environ)
 
     async def build(self, request: BuildRequest) -> BuildResult:
         try:
@@ -58,7 +66,8 @@ class Builder:
 
     def close(self) -> None:
         """Close the Docker clients (their pooled connections); a later build opens new ones."""
-        self.engines.close()
+        if "engines" in self.__dict__:
+            self.engines.close()
 
     async def exists(self, image: Image, cluster: models.Cluster | None, ref: str) -> bool:
         """Whether the engine the build of `image` uses still has `ref` (so an up-to-date
