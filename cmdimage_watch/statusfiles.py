@@ -8,6 +8,7 @@ knows the file format and how to replace a file without a reader ever seeing hal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -143,12 +144,15 @@ class StatusCache:
             self._seen[str(status)] = (_digest(text.encode("utf-8")), docs)
 
     def save(self) -> None:
+        """Keep it for the next run; a failure (a full disk) costs only that start's time."""
         if self.path is None or self._seen == self._saved:
             return
         files = {key: [digest, docs] for key, (digest, docs) in self._seen.items()}
         text = json.dumps({"version": self.VERSION, "files": files}, default=str)
-        self._saved = self._seen.copy()
-        write_if_changed(self.path, text)
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_if_changed(self.path, text)
+            self._saved = self._seen.copy()
 
     def _load(self) -> dict[str, tuple[str, Docs]]:
         """The saved cache; {} when missing, damaged or of another version."""

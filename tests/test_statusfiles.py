@@ -4,6 +4,7 @@ only when changed, and read back."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from cmdimage_watch.statusfiles import (
+    StatusCache,
     is_status_file,
     read_status_file,
     render_status,
@@ -161,3 +163,47 @@ def test_status_path_sits_beside_its_spec_file(spec: str, status: str) -> None:
     assert status_path(Path(spec)) == Path(status)
     assert is_status_file(Path(status))
     assert not is_status_file(Path(spec))
+
+
+def test_status_cache_reads_what_a_parse_reads_and_keeps_it_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.status.yaml"
+    path.write_text(render_status(tmp_path / "app.yaml", STATUS_DOCUMENTS))
+    saved = tmp_path / "state" / "statuses.json"
+    first = StatusCache(saved)
+    assert first.read(path) == read_status_file(path) == STATUS_DOCUMENTS
+    first.save()
+    digest, docs = json.loads(saved.read_text())["files"][str(path)]
+    assert docs == STATUS_DOCUMENTS
+    # the next run takes the documents from the cache while the file's bytes match...
+    docs[0]["status"]["ref"] = "from-the-cache"
+    saved.write_text(
+        json.dumps({"version": StatusCache.VERSION, "files": {str(path): [digest, docs]}})
+    )
+    assert StatusCache(saved).read(path)[0]["status"]["ref"] == "from-the-cache"
+    # ...and parses the file again once they do not
+    path.write_text(path.read_text().replace("gcr.io/acme/app", "gcr.io/acme/other"))
+    assert StatusCache(saved).read(path)[0]["status"]["ref"].startswith("gcr.io/acme/other:")
+
+
+@pytest.mark.parametrize(
+    "saved", ["", "{", "[]", '{"version": 1, "files": 3}', '{"version": 1, "files": {"a": 1}}']
+)
+def test_a_damaged_status_cache_is_ignored(tmp_path: Path, saved: str) -> None:
+    path = tmp_path / "app.status.yaml"
+    path.write_text(render_status(tmp_path / "app.yaml", STATUS_DOCUMENTS))
+    (tmp_path / "statuses.json").write_text(saved)
+    assert StatusCache(tmp_path / "statuses.json").read(path) == STATUS_DOCUMENTS
+
+
+def test_status_cache_holds_only_what_this_run_read_or_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "app.status.yaml"
+    cache = StatusCache()
+    assert not cache.holds(path, STATUS_DOCUMENTS)  # never seen: written
+    cache.wrote(path, render_status(tmp_path / "app.yaml", STATUS_DOCUMENTS), STATUS_DOCUMENTS)
+    assert cache.holds(path, STATUS_DOCUMENTS)
+    assert not cache.holds(path, STATUS_DOCUMENTS[:1])
+    cache.wrote(path, None, None)  # removed
+    assert not cache.holds(path, STATUS_DOCUMENTS)
+    assert cache.read(path) == []  # missing

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cmdimage_watch import status
-from cmdimage_watch.statusfiles import status_path
+from cmdimage_watch import project, status
+from cmdimage_watch.statusfiles import StatusCache, status_path
 from cmdimage_watch.statuswriter import StatusWriter
 from tests.helpers import cmdimage, index_of, write
 
@@ -115,3 +116,22 @@ def test_a_build_inside_a_building_folder_shows_its_start_and_end_at_once(
     writer.changed(["inner"])  # outer still builds: inner's end is written all the same
     assert "inner:tilt-1" in status_path(inner).read_text()
     assert not writer.pending
+
+
+def test_documents_a_file_holds_already_are_not_rendered_or_written_again(tmp_path: Path) -> None:
+    """A start with nothing to build confirms a thousand images "up to date": the files that
+    say so already (as read at start) are left alone, and one that changed is written."""
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    state.images["outer"] = status.succeeded("outer:tilt-1", "up to date", T0, T0)
+    state.images["inner"] = status.succeeded("inner:tilt-1", "up to date", T0, T0)
+    StatusWriter(lambda: index, lambda: state).write(["outer", "inner"])
+    os.utime(status_path(outer), ns=(1, 1))
+    os.utime(status_path(inner), ns=(1, 1))
+    cache = StatusCache()
+    state, _ = project.read_state(index, tmp_path / ".cmdimage-watch", cache)  # the next start
+    writer = StatusWriter(lambda: index, lambda: state, cache)
+    state.images["inner"] = status.succeeded("inner:tilt-2", "changed files: a", T0, T0)
+    writer.write_all(tmp_path)
+    assert status_path(outer).stat().st_mtime_ns == 1  # held it already: not touched
+    assert "inner:tilt-2" in status_path(inner).read_text()
