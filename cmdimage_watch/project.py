@@ -205,7 +205,7 @@ def status_documents(index: Index, state: status.State, path: Path) -> statusfil
     return status.documents(spec_file, index, state)
 
 
-def write_status_text(path: Path, text: str | None) -> bool:
+def write_status_text(path: Path, text: str | None, durable: bool = True) -> bool:
     """Put `text` in the status file of `path` (None removes it); False when that failed
     (logged, not raised: a full disk must not stop the daemon). Safe in any thread."""
     target = statusfiles.status_path(path)
@@ -213,7 +213,7 @@ def write_status_text(path: Path, text: str | None) -> bool:
         if text is None:
             target.unlink(missing_ok=True)
         else:
-            statusfiles.write_if_changed(target, text)
+            statusfiles.write_if_changed(target, text, durable)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not path.exists():
             # its folder was moved or removed: the change that says so drops it

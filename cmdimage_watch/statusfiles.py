@@ -56,8 +56,10 @@ def render_status(spec_path: Path, documents: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_if_changed(path: Path, text: str) -> bool:
-    """Atomically replace `path` with `text` (temp file, fsync, rename) unless it holds it."""
+def write_if_changed(path: Path, text: str, durable: bool = True) -> bool:
+    """Atomically replace `path` with `text` (temp file, fsync, rename) unless it holds it.
+    Not `durable`: no fsync, for a file that is rewritten soon anyway (a crash in between
+    may leave it empty; readers take that as no status)."""
     data = text.encode("utf-8")
     try:  # a FIFO or a folder in the way raises NotRegularFile: never replaced, never read
         if read_regular(path) == data:  # bytes: read_text would hide a CRLF difference
@@ -74,7 +76,8 @@ def write_if_changed(path: Path, text: str) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

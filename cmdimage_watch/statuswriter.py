@@ -15,7 +15,7 @@ a `*.status.yaml` line in `.dockerignore` closes it. `reconcile` reports changes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,10 +55,12 @@ class StatusWriter:
                 starting.append(name)
             elif self._building.pop(name, None) is not None and image is not None:
                 ending.append(name)
-        now = sorted(project.files_showing(index, [*starting, *ending]))
+        ended = project.files_showing(index, ending)
+        now = sorted(project.files_showing(index, starting) | ended)
         for path in now:
             self._dirty.pop(path, None)
-        self._write(index, state, now)
+        # `building` is replaced when the build ends: not worth an fsync before its command
+        self._write(index, state, now, fleeting=set(now) - ended)
         self._building.update((name, index.images[name].dir) for name in starting)
         self.mark(project.files_showing(index, names) - set(now))
 
@@ -95,7 +97,13 @@ class StatusWriter:
         self._write(index, self._state(), list(index.files))
         project.remove_stale(index, root)
 
-    def _write(self, index: Index, state: status.State, paths: list[Path]) -> None:
+    def _write(
+        self,
+        index: Index,
+        state: status.State,
+        paths: list[Path],
+        fleeting: Set[Path] = frozenset(),
+    ) -> None:
         """Render here and write in order, but not what a file holds already; many files at
         once (a start-up's "up to date"s) are written on several threads, in no set order,
         as each waits for its fsync."""
@@ -104,13 +112,16 @@ class StatusWriter:
             docs = project.status_documents(index, state, path)
             if docs is None or not self.cache.holds(status_path(path), docs):
                 todo.append((path, docs))
-        texts = [(path, None if d is None else render_status(path, d)) for path, d in todo]
+        texts = [
+            (path, None if docs is None else render_status(path, docs), path not in fleeting)
+            for path, docs in todo
+        ]
         if len(texts) < PARALLEL_FROM:
-            done = [project.write_status_text(path, text) for path, text in texts]
+            done = [project.write_status_text(*args) for args in texts]
         else:
             with ThreadPoolExecutor(WRITERS, thread_name_prefix="status") as pool:
                 done = list(pool.map(project.write_status_text, *zip(*texts, strict=True)))
-        for (path, docs), (_, text), ok in zip(todo, texts, done, strict=True):
+        for (path, docs), (_, text, _), ok in zip(todo, texts, done, strict=True):
             if ok:
                 self.cache.wrote(status_path(path), text, docs)
             else:

@@ -6,6 +6,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from cmdimage_watch import project, status
 from cmdimage_watch.statusfiles import StatusCache, status_path
 from cmdimage_watch.statuswriter import StatusWriter
@@ -135,3 +137,24 @@ def test_documents_a_file_holds_already_are_not_rendered_or_written_again(tmp_pa
     writer.write_all(tmp_path)
     assert status_path(outer).stat().st_mtime_ns == 1  # held it already: not touched
     assert "inner:tilt-2" in status_path(inner).read_text()
+
+
+def test_a_building_status_skips_the_fsync_and_the_end_of_the_build_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`building` is on disk before the command starts but is replaced when it ends: the
+    fsync (on the way of every save to its build) is kept for the status that stays."""
+    outer, inner = _tree(tmp_path)
+    index, state = index_of(outer, inner), status.State()
+    writer = StatusWriter(lambda: index, lambda: state)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    state.images["outer"] = status.building("initial build", T0)
+    writer.changed(["outer"])
+    assert "building" in status_path(outer).read_text()
+    assert synced == []
+    state.images["outer"] = status.succeeded("outer:tilt-1", "initial build", T0, T0)
+    writer.changed(["outer"])
+    assert "outer:tilt-1" in status_path(outer).read_text()
+    assert len(synced) == 1
