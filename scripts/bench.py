@@ -212,19 +212,30 @@ def latencies(source: Path, starts: Path, saves: int) -> list[tuple[float, float
     return found
 
 
-def timeline(log: Path, saves: list[tuple[float, float]]) -> dict[str, list[float]]:
-    """Seconds from each save to each step of the daemon's timeline, and to `command`."""
+def timeline(log: Path, saves: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """For each save, seconds from it to each step of the daemon's timeline and to `command`."""
     marks = [(float(t), step) for t, step in TIMELINE.findall(log.read_text())]
-    found: dict[str, list[float]] = {step: [] for step in (*STEPS, "command")}
+    found = []
     for n, (saved, command) in enumerate(saves):
         end = saves[n + 1][0] if n + 1 < len(saves) else math.inf
         window = [(t, step) for t, step in marks if saved <= t < end]
+        steps = {}
         for step in STEPS:
             first = next((t for t, s in window if s == step), None)
             if first is not None:
-                found[step].append(first - saved)
-        found["command"].append(command - saved)
+                steps[step] = first - saved
+        found.append({**steps, "command": command - saved})
     return found
+
+
+def steps_text(steps: dict[str, float]) -> str:
+    """`seen +17.4; batch +41.0; …`: ms from the step before (the save, for the first)."""
+    previous, parts = 0.0, []
+    for step in (*STEPS, "command"):
+        if step in steps:
+            parts.append(f"{step} +{(steps[step] - previous) * 1000:.1f}")
+            previous = steps[step]
+    return "; ".join(parts)
 
 
 def ms(value: float) -> str:
@@ -275,14 +286,17 @@ def bench_latency(work: Path, saves: int, report: Report, images: int, files: in
         f"entr beyond its 50 ms: {ms(e50 - quiet)}; the floor's whole latency: {ms(f50)}; "
         + ", ".join(f"{n} adds {w} ms ({w / 1000 / o50:.1f}x ours)" for n, w in ANCHORS_MS.items()),
     )
-    previous, parts = 0.0, []
-    for step in (*STEPS, "command"):
-        if steps[step]:
-            at = statistics.median(steps[step])
-            parts.append(f"{step} +{(at - previous) * 1000:.1f}")
-            previous = at
+    medians = {
+        step: statistics.median(values)
+        for step in (*STEPS, "command")
+        if (values := [s[step] for s in steps if step in s])
+    }
+    slowest = max(steps, key=lambda s: s["command"])
     report.add(
-        f"where it goes (p50, ms after the step before), {images} image(s)", "", "; ".join(parts)
+        f"where it goes (ms after the step before), {images} image(s)",
+        "",
+        f"p50: {steps_text(medians)}",
+        f"the slowest save ({ms(slowest['command'])}): {steps_text(slowest)}",
     )
 
 
