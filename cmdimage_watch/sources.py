@@ -241,6 +241,7 @@ class HashCache:
     seen: set[str] = field(default_factory=set)  # asked for in this run: all that is kept
     racy: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)  # not regular files, warned about once
+    saved: dict[str, tuple[int, int, str]] | None = None  # what the state folder holds
 
     def hash(self, path: Path) -> str | None:
         key, now = str(path), time.time_ns()
@@ -270,10 +271,14 @@ class HashCache:
                 self.racy.discard(key)
                 self.entries.pop(key, None)
 
-    def to_json(self) -> str:
+    def kept(self) -> dict[str, tuple[int, int, str]]:
+        """What the state folder should hold: what this run saw, but for racy hashes."""
         entries, racy = dict(self.entries), set(self.racy)  # C-level copies: threads add
-        kept = {k: v for k in list(self.seen) if k not in racy and (v := entries.get(k))}
-        return json.dumps({"version": HASHES_VERSION, "entries": kept}, separators=(",", ":"))
+        return {k: v for k in list(self.seen) if k not in racy and (v := entries.get(k))}
+
+    def to_json(self, kept: dict[str, tuple[int, int, str]] | None = None) -> str:
+        found = self.kept() if kept is None else kept
+        return json.dumps({"version": HASHES_VERSION, "entries": found}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> HashCache:
@@ -282,8 +287,8 @@ class HashCache:
             data = json.loads(text)
             if data["version"] != HASHES_VERSION:
                 return cls()
-            entries = data["entries"]
-            return cls({k: (int(v[0]), int(v[1]), str(v[2])) for k, v in entries.items()})
+            entries = {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in data["entries"].items()}
+            return cls(entries, saved=dict(entries))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return cls()
 

@@ -148,7 +148,7 @@ class StatusCache:
 
     def save(self) -> None:
         """Keep it for the next run; a failure (a full disk) costs only that start's time."""
-        if self.path is None or self._seen == self._saved:
+        if self.path is None or self._seen == self._saved or self._seen == self._known:
             return
         files = {key: [digest, docs] for key, (digest, docs) in self._seen.items()}
         text = json.dumps({"version": self.VERSION, "files": files}, default=str)

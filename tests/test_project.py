@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from cmdimage_watch import project
+from cmdimage_watch import project, sources
 from cmdimage_watch.project import is_spec_candidate, spec_files_touched, walk
 from tests.helpers import cmdimage, write
 
@@ -96,3 +97,26 @@ def test_a_dependency_cycle_is_listed_at_each_member_s_image_maps(tmp_path: Path
         f"{a}:1:{column}: spec.imageMaps: {cycle}",
         f"{b}:1:{column}: spec.imageMaps: {cycle}",
     ]
+
+
+def test_content_hashes_unchanged_since_loaded_are_not_written_again(tmp_path: Path) -> None:
+    """A start that found every source as the last run left it writes no hashes.json (its
+    encoding held the loop for a tenth of a second at 20,000 files); a change is written."""
+    source = write(tmp_path / "src" / "a.txt", "a\n")
+    state = tmp_path / "state"
+    first = sources.HashCache()
+    first.hash(source)
+    first.racy.clear()  # as if saved long after the file was written
+    project.write_hashes(state, first)
+    saved = state / "hashes.json"
+    os.utime(saved, ns=(1, 1))
+    again = project.read_hashes(state)
+    assert again.hash(source) is not None and again.reads == 0
+    project.write_hashes(state, again)
+    assert saved.stat().st_mtime_ns == 1  # the same: not written
+    write(source, "changed\n")
+    os.utime(source, ns=(10**18, 10**18))  # not racy
+    again.hash(source)
+    project.write_hashes(state, again)
+    assert saved.stat().st_mtime_ns != 1
+    assert project.read_hashes(state).entries[str(source)][2] == again.entries[str(source)][2]

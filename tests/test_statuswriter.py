@@ -149,7 +149,12 @@ def test_a_building_status_skips_the_fsync_and_the_end_of_the_build_does_not(
     writer = StatusWriter(lambda: index, lambda: state)
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     state.images["outer"] = status.building("initial build", T0)
     writer.changed(["outer"])
     assert "building" in status_path(outer).read_text()
