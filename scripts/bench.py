@@ -442,7 +442,7 @@ def top_frames(raw: Path, package: str, count: int) -> list[str]:
         stack, _, n = line.rpartition(" ")
         total += int(n)
         frames = {f.split(" (")[0] + " " + f.split("(")[-1].split(":")[0].split("/")[-1]
-                  for f in stack.split(";") if f"/{package}/" in f}  # fmt: skip
+                  for f in stack.split(";") if f"{package}/" in f}  # fmt: skip
         for frame in frames:
             inclusive[frame] += int(n)
     return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(count)]
