@@ -3,11 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
+import pytest
 from watchfiles import Change
 
-from cmdimage_watch.watcher import Changes, batches
+from cmdimage_watch.watcher import (
+    BUDGET_SHARE,
+    READY,
+    Changes,
+    Doorbell,
+    Watcher,
+    batches,
+    watch_budget,
+)
 
 Step = tuple[float, set[str]]  # when the watcher returns, and what: an empty set is its timeout
 
@@ -83,3 +94,70 @@ def test_ignored_noise_does_not_hold_a_batch_back() -> None:
 
 def test_noise_alone_makes_no_batch() -> None:
     assert run([(0.1, {"/t/noise.log"}), (0.15, set()), (0.3, set())]) == []
+
+
+def test_the_doorbell_rings_for_a_change_in_its_folders_and_for_its_wake_pipe(
+    tmp_path: Path,
+) -> None:
+    wake_r, wake_w = os.pipe()
+    doorbell = Doorbell.on([str(tmp_path)], wake_r)
+    assert doorbell is not None
+    try:
+        assert doorbell.wait(0.05) is False  # nothing happened
+        (tmp_path / "src.txt").write_text("a save\n")
+        assert doorbell.wait(5) is True
+        assert doorbell.wait(0.05) is False  # what rang was read away
+        os.write(wake_w, b"x")
+        assert doorbell.wait(5) is True  # `close` wakes a sleeping watcher
+    finally:
+        doorbell.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def test_no_doorbell_for_a_folder_it_cannot_watch(tmp_path: Path) -> None:
+    assert Doorbell.on([str(tmp_path), str(tmp_path / "gone")], 0) is None
+
+
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "stepping"])
+def test_a_save_makes_one_batch_with_or_without_a_doorbell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, doorbell: bool
+) -> None:
+    """Without a doorbell (no inotify watches left for it) the watcher looks every step."""
+    if not doorbell:
+        monkeypatch.setattr(Doorbell, "on", classmethod(lambda cls, dirs, wake: None))
+
+    async def one_batch() -> frozenset[Path]:
+        watcher = Watcher({tmp_path}, lambda _, __: True, 0.05, 1.0, poll=False)
+        try:
+            assert await anext(watcher.stream) == READY
+            (tmp_path / "src.txt").write_text("a save\n")
+            return await asyncio.wait_for(anext(watcher.stream), 10)
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(one_batch()) == {tmp_path / "src.txt"}
+
+
+def test_no_doorbell_when_its_watches_could_starve_the_watcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two watchers overlap while the folders change: a doorbell must not be why the next
+    one runs out of inotify watches (and the whole tree is polled from then on)."""
+    folders = [str(tmp_path)] * 10
+    monkeypatch.setattr("cmdimage_watch.watcher.watch_budget", lambda: 10 * BUDGET_SHARE - 1)
+    assert Doorbell.on(folders, 0) is None
+    monkeypatch.setattr("cmdimage_watch.watcher.watch_budget", lambda: 10 * BUDGET_SHARE)
+    doorbell = Doorbell.on(folders, 0)
+    assert doorbell is not None
+    doorbell.close()
+
+
+def test_the_watch_budget_is_the_lower_of_the_sysctl_and_the_user_namespace() -> None:
+    limits = [
+        int(Path(p).read_text())
+        for p in ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches")
+        if Path(p).exists()
+    ]
+    assert limits
+    assert watch_budget() == min(limits)
