@@ -16,12 +16,10 @@ import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from cmdimage_watch import lifecycle, project, statusfiles, terminal, views
 from cmdimage_watch.builder import Builder
@@ -37,6 +35,9 @@ from cmdimage_watch.settings import Settings, state_file_name
 from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.statusfiles import StatusCache
 from cmdimage_watch.statuswriter import StatusWriter
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(
     add_completion=False,
@@ -303,7 +304,7 @@ def watch(
     quiet: bool = typer.Option(False, "-q", "--quiet", metavar=FLAG, help="Warnings only."),
 ) -> None:
     """Watch the tree and rebuild images as their inputs change (the default command)."""
-    output = terminal.pick(log_format.value, tui, _level(verbose, quiet))
+    output = _output(log_format.value, tui, _level(verbose, quiet))
     settings = _settings(
         root=_root(root),
         debounce=debounce,
@@ -438,7 +439,19 @@ def _rows_on_disk(root: Path) -> tuple[Index, list[views.Row]]:
     return index, sorted(found, key=lambda r: r.name)
 
 
+def _output(log_format: str, tui: bool, level: str) -> terminal.Output:
+    if log_format == "json":
+        return terminal.JsonOutput(level)
+    if tui and sys.stdout.isatty():
+        from cmdimage_watch.live import LiveOutput  # rich loads only for the live table
+
+        return LiveOutput(level)
+    return terminal.Output(level)
+
+
 def _print_table(table: Table) -> None:
+    from rich.console import Console  # only `status` and `list` draw tables
+
     if sys.stdout.isatty():
         Console().print(table)
         return

@@ -14,9 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.text import Text
 
 from cmdimage_watch import views
 
@@ -64,47 +61,5 @@ class JsonOutput(Output):
         print(json.dumps(event, separators=(",", ":")), flush=True)
 
 
-class LiveOutput(Output):
-    """A live table of the images under the scrolling build output, on a terminal."""
-
-    def __init__(self, level: str, console: Console | None = None) -> None:
-        self.level = level
-        self.console = console or Console()
-        configure_logging(level, sink=self._log)
-
-    def _log(self, message: Any) -> None:
-        self.console.print(Text(str(message).rstrip("\n"), style="dim"), highlight=False)
-
-    def build_line(self, name: str, line: str) -> None:
-        prefix = Text(f"{name} | ", style=views.colour(name))
-        self.console.print(prefix + Text.from_ansi(line), highlight=False, soft_wrap=True)
-
-    @contextmanager
-    def showing(self, rows: Rows) -> Iterator[None]:
-        with Live(_Table(rows), console=self.console, refresh_per_second=8, transient=False):
-            yield
-
-
-class _Table:
-    """Rendered anew on every refresh, so spinners spin and elapsed times grow."""
-
-    def __init__(self, rows: Rows) -> None:
-        self.rows = rows
-
-    def __rich__(self) -> RenderableType:
-        found = self.rows()
-        if not found:
-            return Text("no CmdImage in the tree yet", style="dim")
-        return Group(Text(""), views.table(found, datetime.now(UTC), live=True))
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def pick(log_format: str, tui: bool, level: str) -> Output:
-    if log_format == "json":
-        return JsonOutput(level)
-    if tui and sys.stdout.isatty():
-        return LiveOutput(level)
-    return Output(level)

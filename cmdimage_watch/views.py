@@ -11,14 +11,13 @@ import zlib
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from cmdimage_watch import models, status
 from cmdimage_watch.graph import Index
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 COLOURS = (
     "cyan",
@@ -137,6 +136,11 @@ def summary(found: list[Row]) -> str:
 
 
 def table(found: list[Row], now: datetime, live: bool = False) -> Table:
+    # rich is imported when a table is first drawn: the daemon without --tui never draws one
+    from rich.spinner import Spinner
+    from rich.table import Table
+    from rich.text import Text
+
     """The images as a table; `live` adds a spinner to building rows."""
     grid = Table(box=None, pad_edge=False, expand=False)
     for column in ("IMAGE", "STATE", "CAUSE", "AGE", "TIME", "REF", "ERROR"):
