@@ -207,3 +207,16 @@ def test_status_cache_holds_only_what_this_run_read_or_wrote(tmp_path: Path) -> 
     cache.wrote(path, None, None)  # removed
     assert not cache.holds(path, STATUS_DOCUMENTS)
     assert cache.read(path) == []  # missing
+
+
+def test_a_lone_surrogate_in_a_document_is_written_escaped_and_a_pair_joined(
+    tmp_path: Path,
+) -> None:
+    """A spec's JSON may say "\\ud800" (a YAML loader keeps it as is); UTF-8 cannot hold it."""
+    docs = [{"kind": "\ud800\udc00", "metadata": {"name": "a\udc80b"}}]
+    text = render_status(tmp_path / "app.yaml", docs)
+    path = tmp_path / "app.status.yaml"
+    write_if_changed(path, text)
+    (back,) = read_status_file(path)
+    assert back["kind"] == "\U00010000"
+    assert back["metadata"]["name"].startswith("a") and back["metadata"]["name"].endswith("b")
