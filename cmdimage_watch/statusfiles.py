@@ -129,7 +129,9 @@ class StatusCache:
     in the state folder. A start parses only the status files changed since the last run
     wrote them (libyaml took half a second for a thousand), and a write of the documents a
     file already holds is skipped (rendering them cost as much). Read through `read`,
-    trusted only once this run read or wrote the file; without a `path`, never saved."""
+    trusted only once this run read or wrote the file, and only while the file is still the
+    one it read or wrote (inode, size, mtime: a file deleted or edited since is written
+    again); without a `path`, never saved."""
 
     VERSION = 1
 
@@ -137,6 +139,7 @@ class StatusCache:
         self.path = path
         self._known = self._load()  # the last run's: used when the bytes match
         self._seen: dict[str, tuple[str, Docs]] = {}  # read or written by this run
+        self._files: dict[str, tuple[int, int, int]] = {}  # the files those were
         self._saved = self._seen.copy()
 
     def read(self, status: Path) -> Docs:
@@ -144,36 +147,53 @@ class StatusCache:
         key = str(status)
         try:
             data = read_regular(status, MAX_FILE_BYTES + 1)
+            found = _file(status)
         except OSError:
-            self._seen.pop(key, None)
+            self._forget(key)
             return []
         digest = _digest(data)
         entry = self._seen.get(key) or self._known.get(key)
         docs = entry[1] if entry is not None and entry[0] == digest else _parse(data)
-        self._seen[key] = (digest, docs)
+        self._seen[key], self._files[key] = (digest, docs), found
         return docs
 
     def holds(self, status: Path, docs: Docs) -> bool:
         """Whether `status` holds `docs` (as this run last read or wrote it)."""
-        entry = self._seen.get(str(status))
-        return entry is not None and entry[1] == docs
+        key = str(status)
+        entry = self._seen.get(key)
+        if entry is None or entry[1] != docs:
+            return False
+        try:
+            return _file(status) == self._files.get(key)
+        except OSError:
+            return False
 
     def wrote(self, status: Path, text: str | None, docs: Docs | None) -> None:
-        if text is None or docs is None:
-            self._seen.pop(str(status), None)
-        else:
-            self._seen[str(status)] = (_digest(text.encode("utf-8")), docs)
+        key = str(status)
+        try:
+            if text is None or docs is None:
+                raise FileNotFoundError(key)
+            found = _file(status)  # not there: its folder went (the writer let it be)
+        except OSError:
+            self._forget(key)
+            return
+        self._seen[key], self._files[key] = (_digest(text.encode("utf-8")), docs), found
+
+    def _forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+        self._files.pop(key, None)
 
     def save(self) -> None:
         """Keep it for the next run; a failure (a full disk) costs only that start's time."""
-        if self.path is None or self._seen == self._saved or self._seen == self._known:
+        seen = dict(self._seen)  # one copy: the daemon saves in a thread while statuses change
+        if self.path is None or seen == self._saved or seen == self._known:
             return
-        files = {key: [digest, docs] for key, (digest, docs) in self._seen.items()}
+        files = {key: [digest, docs] for key, (digest, docs) in seen.items()}
         text = json.dumps({"version": self.VERSION, "files": files}, default=str)
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_if_changed(self.path, text)
-            self._saved = self._seen.copy()
+            self._saved = seen
 
     def _load(self) -> dict[str, tuple[str, Docs]]:
         """The saved cache; {} when missing, damaged or of another version."""
@@ -189,6 +209,11 @@ class StatusCache:
             }
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return {}
+
+
+def _file(path: Path) -> tuple[int, int, int]:
+    st = path.lstat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _digest(data: bytes) -> str:

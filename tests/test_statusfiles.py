@@ -199,14 +199,23 @@ def test_a_damaged_status_cache_is_ignored(tmp_path: Path, saved: str) -> None:
 
 def test_status_cache_holds_only_what_this_run_read_or_wrote(tmp_path: Path) -> None:
     path = tmp_path / "app.status.yaml"
+    text = render_status(tmp_path / "app.yaml", STATUS_DOCUMENTS)
     cache = StatusCache()
     assert not cache.holds(path, STATUS_DOCUMENTS)  # never seen: written
-    cache.wrote(path, render_status(tmp_path / "app.yaml", STATUS_DOCUMENTS), STATUS_DOCUMENTS)
+    cache.wrote(path, text, STATUS_DOCUMENTS)
+    assert not cache.holds(path, STATUS_DOCUMENTS)  # a write that did not happen (no file)
+    write_if_changed(path, text)
+    cache.wrote(path, text, STATUS_DOCUMENTS)
     assert cache.holds(path, STATUS_DOCUMENTS)
     assert not cache.holds(path, STATUS_DOCUMENTS[:1])
+    path.unlink()  # somebody removed it: it is written again, though its documents are the same
+    assert not cache.holds(path, STATUS_DOCUMENTS)
+    write_if_changed(path, text)
+    cache.wrote(path, text, STATUS_DOCUMENTS)
+    path.write_text(text + "# edited\n")
+    assert not cache.holds(path, STATUS_DOCUMENTS)
     cache.wrote(path, None, None)  # removed
     assert not cache.holds(path, STATUS_DOCUMENTS)
-    assert cache.read(path) == []  # missing
 
 
 def test_a_lone_surrogate_in_a_document_is_written_escaped_and_a_pair_joined(
