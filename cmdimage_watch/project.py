@@ -197,12 +197,6 @@ def write_hashes(state_dir: Path, cache: sources.HashCache) -> None:
     cache.saved = kept
 
 
-def status_text(index: Index, state: status.State, path: Path) -> str | None:
-    """What the status file of spec file `path` holds now; None when it should not exist."""
-    docs = status_documents(index, state, path)
-    return None if docs is None else statusfiles.render_status(path, docs)
-
-
 def status_documents(index: Index, state: status.State, path: Path) -> statusfiles.Docs | None:
     """The documents of the status file of spec file `path`; None when it should not exist."""
     spec_file = index.files.get(path)

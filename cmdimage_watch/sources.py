@@ -229,10 +229,6 @@ def walk(root: Root, skip: Callable[[str, str], bool]) -> Iterator[str]:
                 yield path
 
 
-def source_files(image: Image, index: Index) -> list[Path]:
-    return [Path(text) for text in source_texts(image, index)]
-
-
 def source_texts(image: Image, index: Index) -> list[str]:
     """The source files of `image`, as text, sorted."""
     own = {str(p) for p in own_output()}

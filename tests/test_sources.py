@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,8 @@ def _files(tmp_path: Path, *names: str) -> None:
         path.write_text(name)
 
 
-def _rel(tmp_path: Path, paths: list[Path]) -> list[str]:
-    return [p.relative_to(tmp_path).as_posix() for p in paths]
+def _rel(tmp_path: Path, paths: Sequence[str | Path]) -> list[str]:
+    return [Path(p).relative_to(tmp_path).as_posix() for p in paths]
 
 
 def test_build_dir_minus_dockerignore_and_never_sources(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_build_dir_minus_dockerignore_and_never_sources(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").write_text("# build output\n/node_modules\n*.md\n")
     spec = write(tmp_path / "app.yaml", cmdimage("app", outputsImageRefTo="out/ref.txt"))
     index = index_of(spec)
-    found = sources.source_files(index.images["app"], index)
+    found = sources.source_texts(index.images["app"], index)
     # docker anchors patterns at the context root: src/node_modules stays a source; hidden
     # files are sent to docker (.dockerignore among them), hidden folders are not ours
     assert _rel(tmp_path, found) == [".dockerignore", "src/main.go", "src/node_modules/kept.js"]
@@ -64,7 +65,7 @@ def test_ignored_folders_are_pruned_before_they_are_entered(tmp_path: Path) -> N
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "walk", spying_walk)
-        found = sources.source_files(index.images["app"], index)
+        found = sources.source_texts(index.images["app"], index)
     assert _rel(tmp_path, found) == [".dockerignore", "keep/b.txt"]
     assert walked == [".", "keep"]
 
@@ -104,7 +105,7 @@ def test_filewatch_named_after_the_image_map_decides_sources(tmp_path: Path) -> 
         ),
     )
     index = index_of(spec)
-    found = sources.source_files(index.images["app"], index)
+    found = sources.source_texts(index.images["app"], index)
     assert _rel(tmp_path, found) == ["api/a.py", "shared/s.py"]
 
 
@@ -112,7 +113,7 @@ def test_filewatch_with_no_paths_turns_source_watching_off(tmp_path: Path) -> No
     _files(tmp_path, "a.txt")
     spec = write(tmp_path / "app.yaml", cmdimage("app"), filewatch("image:app"))
     index = index_of(spec)
-    assert sources.source_files(index.images["app"], index) == []
+    assert sources.source_texts(index.images["app"], index) == []
 
 
 HOUR_AGO = time.time_ns() - 3600 * 10**9
