@@ -6,6 +6,7 @@ The only module that prints, exits or configures loguru's sinks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import enum
 import io
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from pydantic import ValidationError
 
-from cmdimage_watch import lifecycle, project, statusfiles, terminal, views
+from cmdimage_watch import lifecycle, project, terminal, triggers, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.graph import Index
@@ -31,7 +32,7 @@ from cmdimage_watch.lifecycle import LockedError
 from cmdimage_watch.progress import PENDING, Progress
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler, run_once
-from cmdimage_watch.settings import Settings, state_file_name
+from cmdimage_watch.settings import UI_ADDRESS, Settings, UiAddress
 from cmdimage_watch.speccache import SpecCache
 from cmdimage_watch.statusfiles import StatusCache
 from cmdimage_watch.statuswriter import StatusWriter
@@ -298,12 +299,20 @@ def watch(
         "text", help="text, or json: one JSON object per event and output line, on stdout."
     ),
     tui: bool = typer.Option(True, help="The live table, when stdout is a terminal.", metavar=FLAG),
+    ui: str = typer.Option(
+        "",
+        "--ui",
+        metavar="[HOST:]PORT",
+        help=f"Serve the web dashboard and HTTP API; --ui alone is {UI_ADDRESS}.",
+        show_default=False,
+    ),
     verbose: int = typer.Option(
         0, "-v", "--verbose", count=True, metavar=FLAG, help="More log lines; -vv more still."
     ),
     quiet: bool = typer.Option(False, "-q", "--quiet", metavar=FLAG, help="Warnings only."),
 ) -> None:
     """Watch the tree and rebuild images as their inputs change (the default command)."""
+    address = _ui_address(ui) if ui else None
     output = _output(log_format.value, tui, _level(verbose, quiet))
     settings = _settings(
         root=_root(root),
@@ -326,12 +335,39 @@ def watch(
     daemon.publisher.on_event = output.event
     try:
         with output.showing(lambda: views.rows(daemon.index, daemon.reconciler.state, daemon.root)):
-            asyncio.run(daemon.run())
+            asyncio.run(_run(daemon, address, output))
     except LockedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         builder.close()
+
+
+async def _run(daemon: Daemon, address: UiAddress | None, output: terminal.Output) -> None:
+    """The daemon, with the dashboard on the same loop when `--ui` asks for it."""
+    if address is None:
+        return await daemon.run()
+    from cmdimage_watch import web  # aiohttp loads only for --ui
+
+    events = web.Events()
+    output.listeners.append(events.publish)
+    dashboard = web.Dashboard(daemon, address, events)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(dashboard.serving())
+        except OSError as exc:  # the port is taken, or the host is not this machine's
+            why = exc.strerror or exc
+            typer.echo(f"error: --ui {address.host}:{address.port}: {why}", err=True)
+            raise typer.Exit(2) from None
+        await daemon.run()
+
+
+def _ui_address(text: str) -> UiAddress:
+    try:
+        return UiAddress.parse(text)
+    except ValueError as exc:
+        typer.echo(f"error: --ui: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -352,11 +388,8 @@ def trigger(
             err=True,
         )
         raise typer.Exit(1)
-    folder = settings.state_dir / "triggers"
-    folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        # the name inside too: a long one's file name is cut (settings.state_file_name)
-        statusfiles.write_if_changed(folder / state_file_name(name), f"{time.time()}\n{name}\n")
+        triggers.request(settings.state_dir / "triggers", name)
 
 
 @app.command()
@@ -389,8 +422,7 @@ def wait(
 
 
 def _check_names(index: Index, names: list[str], root: Path) -> None:
-    known = {e.name for f in index.files.values() for e in f.entries if e.kind == "CmdImage"}
-    known.discard("")  # an object with no name is reported by validate
+    known = project.image_names(index)
     unknown = sorted(set(names) - known)
     if not unknown:
         return
@@ -434,9 +466,7 @@ def _rows_on_disk(root: Path) -> tuple[Index, list[views.Row]]:
     index = project.load(settings.root)
     statuses = StatusCache(settings.state_dir / "statuses.json")  # read, never written
     state, _ = project.read_state(index, settings.state_dir, statuses)
-    found = views.rows(index, state, settings.root)
-    found += views.kept_rows(project.kept_statuses(index), index, settings.root)
-    return index, sorted(found, key=lambda r: r.name)
+    return index, views.all_rows(index, state, settings.root, project.kept_statuses(index))
 
 
 def _output(log_format: str, tui: bool, level: str) -> terminal.Output:
@@ -487,4 +517,17 @@ def main() -> None:
             raise SystemExit(2)
     if not args or (args[0] not in COMMANDS and args[0] not in ("--help", "-h")):
         sys.argv[1:1] = ["watch"]
+    sys.argv[1:] = _ui_alone(sys.argv[1:])
     app()
+
+
+def _ui_alone(args: list[str]) -> list[str]:
+    """`--ui` takes a value only when one follows (`--ui 8080`, `--ui 0.0.0.0:8080`); alone,
+    or before a folder or a flag, it means the default address (click has no optional value)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ui" and not (i + 1 < len(out) and UiAddress.looks_like(out[i + 1])):
+            out[i] = f"--ui={UI_ADDRESS}"
+    return out

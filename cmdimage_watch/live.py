@@ -25,12 +25,13 @@ class LiveOutput(Output):
     def __init__(self, level: str, console: Console | None = None) -> None:
         self.level = level
         self.console = console or Console()
+        self.listeners = []
         configure_logging(level, sink=self._log)
 
     def _log(self, message: Any) -> None:
         self.console.print(Text(str(message).rstrip("\n"), style="dim"), highlight=False)
 
-    def build_line(self, name: str, line: str) -> None:
+    def show_line(self, name: str, line: str) -> None:
         prefix = Text(f"{name} | ", style=views.colour(name))
         self.console.print(prefix + Text.from_ansi(line), highlight=False, soft_wrap=True)
 

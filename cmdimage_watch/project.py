@@ -115,6 +115,13 @@ def read_state(
     return state, inputs
 
 
+def image_names(index: Index) -> set[str]:
+    """The names of the tree's CmdImages, valid or not (an unnamed one is `validate`'s)."""
+    return {
+        e.name for f in index.files.values() for e in f.entries if e.kind == "CmdImage" and e.name
+    }
+
+
 def kept_statuses(index: Index) -> list[tuple[Path, str, models.CmdImageStatus]]:
     """The CmdImages a spec file that cannot be parsed held when last good, as its status
     file (written by the daemon, which keeps them in force) shows them: (file, name, status)."""

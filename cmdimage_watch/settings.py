@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +57,10 @@ class Settings(BaseModel):
         return self.state_dir / "logs"
 
 
+UI_ADDRESS = "127.0.0.1:10351"  # `--ui` alone: one above Tilt's 10350, so both can run
+_ADDRESS = re.compile(r"(?:(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]+):)?(?P<port>\d{1,5})")
+
+
 NAME_MAX = 255  # bytes in one file name on Linux's filesystems
 
 
@@ -67,3 +74,38 @@ def state_file_name(name: str, suffix: str = "") -> str:
     room = NAME_MAX - len(suffix.encode()) - len(digest) - 1
     head = name.encode()[:room].decode("utf-8", "ignore")
     return f"{head}-{digest}{suffix}"
+
+
+@dataclass(frozen=True)
+class UiAddress:
+    """Where `watch --ui` serves the dashboard."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> UiAddress:
+        """`[HOST:]PORT`: `10351`, `0.0.0.0:8080`, `[::1]:10351`; HOST defaults to loopback."""
+        match = _ADDRESS.fullmatch(text.strip())
+        if match is None or int(match["port"]) > 65535:
+            raise ValueError(f"{text!r} is not [HOST:]PORT (a port is 0 to 65535)")
+        host = (match["host"] or "127.0.0.1").strip("[]")
+        return cls(host, int(match["port"]))
+
+    @staticmethod
+    def looks_like(text: str) -> bool:
+        """Whether `text` is meant as an address (`8080`, `host:8080`), not a folder."""
+        return _ADDRESS.fullmatch(text) is not None and not Path(text).is_dir()
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def url(self, port: int | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port if port is not None else self.port}/"

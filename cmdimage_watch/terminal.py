@@ -18,6 +18,7 @@ from loguru import logger
 from cmdimage_watch import views
 
 Rows = Callable[[], list[views.Row]]
+Event = dict[str, Any]
 
 
 def configure_logging(level: str, sink: Any = None, serialize: bool = False) -> None:
@@ -30,17 +31,34 @@ def configure_logging(level: str, sink: Any = None, serialize: bool = False) -> 
 
 
 class Output:
-    """Plain, timestamped lines: for pipes, files and CI logs."""
+    """Plain, timestamped lines: for pipes, files and CI logs.
+
+    Every event, build output included, also goes to each of `listeners` (the dashboard)
+    as the object `--log-format json` prints."""
 
     def __init__(self, level: str) -> None:
         self.level = level
+        self.listeners: list[Callable[[Event], None]] = []
         configure_logging(level)
 
     def build_line(self, name: str, line: str) -> None:
+        self.show_line(name, line)
+        if self.listeners:
+            self._tell(views.output_event(name, line, datetime.now(UTC)))
+
+    def event(self, event: Event) -> None:
+        self.show_event(event)
+        self._tell(event)
+
+    def show_line(self, name: str, line: str) -> None:
         print(f"{datetime.now():%H:%M:%S} {name} | {line}", flush=True)
 
-    def event(self, event: dict[str, Any]) -> None:
+    def show_event(self, event: Event) -> None:
         """Events are what log lines already say; only the JSON output prints them."""
+
+    def _tell(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
 
     @contextmanager
     def showing(self, rows: Rows) -> Iterator[None]:
@@ -52,14 +70,11 @@ class JsonOutput(Output):
 
     def __init__(self, level: str) -> None:
         self.level = level
+        self.listeners = []
         configure_logging(level, serialize=True)
 
     def build_line(self, name: str, line: str) -> None:
-        self.event({"event": "output", "image": name, "line": line, "time": _now()})
+        self.event(views.output_event(name, line, datetime.now(UTC)))
 
-    def event(self, event: dict[str, Any]) -> None:
+    def show_event(self, event: Event) -> None:
         print(json.dumps(event, separators=(",", ":")), flush=True)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

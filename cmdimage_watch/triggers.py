@@ -8,6 +8,7 @@ paths by `dispatch` (and by `daemon` at start-up); feeds forced requests to the 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from loguru import logger
 from cmdimage_watch.reconcile import Reconciler
 from cmdimage_watch.scheduler import Scheduler
 from cmdimage_watch.settings import state_file_name
+from cmdimage_watch.statusfiles import write_if_changed
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -70,6 +72,15 @@ class Triggers:
             with contextlib.suppress(OSError):
                 if path.read_bytes() == seen:  # else triggered again since; that one clears it
                     path.unlink()
+
+
+def request(folder: Path, name: str) -> Path:
+    """Ask the daemon watching `folder`'s tree to build `name` now (`trigger`, the web UI):
+    the time, then the name (a long one's file name is cut, `settings.state_file_name`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / state_file_name(name)
+    write_if_changed(path, f"{time.time()}\n{name}\n")
+    return path
 
 
 def _named(content: bytes) -> str:

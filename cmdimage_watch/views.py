@@ -7,6 +7,7 @@ argument, so the same facts render the same way in a test.
 
 from __future__ import annotations
 
+import html
 import zlib
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -109,6 +110,16 @@ def kept_rows(
         shown = str(path.relative_to(root)) if root in path.parents else str(path)
         found.append(replace(row(name, value, shown), error=index.files[path].error))
     return found
+
+
+def all_rows(
+    index: Index,
+    state: status.State,
+    root: Path,
+    kept: list[tuple[Path, str, models.CmdImageStatus]],
+) -> list[Row]:
+    """What `status` lists: `rows`, and `kept_rows` of the files that cannot be parsed."""
+    return sorted(rows(index, state, root) + kept_rows(kept, index, root), key=lambda r: r.name)
 
 
 def row(name: str, value: models.CmdImageStatus | None, file: str) -> Row:
@@ -220,6 +231,15 @@ def events(
     ]
 
 
+def output_event(name: str, line: str, now: datetime) -> dict[str, Any]:
+    """A line a build printed, as an event."""
+    return {"event": "output", "image": name, "line": line, "time": _micros(now)}
+
+
+def _micros(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def spec_error(file: Path, error: str, now: datetime) -> dict[str, Any]:
     return _event("spec_error", "", file=str(file), error=error, time=models.format_time(now))
 
@@ -282,3 +302,88 @@ def _dot_colour(state: str) -> str:
 
 def _css(style: str) -> str:
     return {"green": "#2a2", "red": "#c22", "yellow": "#ca2", "blue": "#26c"}.get(style, "#999")
+
+
+SVG_FILL = {  # state -> (fill, stroke): the table's colours, light enough to read on
+    "ok": ("#dff3df", "#2a2"),
+    "failed": ("#f8dcdc", "#c22"),
+    "invalid": ("#f8dcdc", "#c22"),
+    "building": ("#fbf0c8", "#ca2"),
+    "waiting": ("#dde6f8", "#26c"),
+    "pending": ("#eeeeee", "#999"),
+}
+NODE_H, ROW_H, COL_GAP, CHAR_W = 38, 50, 60, 7.2
+
+
+def svg(index: Index, found: list[Row]) -> str:
+    """The dependency graph as SVG: one column per depth (what an image is built from is
+    to its left), each box coloured by its image's state; an ImageMap that no CmdImage of
+    the tree publishes is a dashed box."""
+    states = {r.name: r.state for r in found}
+    links = edges(index)
+    needs: dict[str, list[str]] = {}
+    for source, target, _ in links:
+        needs.setdefault(target, []).append(source)
+        needs.setdefault(source, [])
+    for name in states:
+        needs.setdefault(name, [])
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str, seen: frozenset[str] = frozenset()) -> int:
+        if name not in depth:  # a cycle (an invalid tree) counts as a root
+            deps = [d for d in needs[name] if d not in seen]
+            depth[name] = 1 + max((depth_of(d, seen | {name}) for d in deps), default=-1)
+        return depth[name]
+
+    columns: dict[int, list[str]] = {}
+    for name in sorted(needs):
+        columns.setdefault(depth_of(name), []).append(name)
+    boxes: dict[str, tuple[float, float, float]] = {}  # name -> x, y, width
+    x = 10.0
+    for level in sorted(columns):
+        width = max(len(_label(n)) for n in columns[level]) * CHAR_W + 24
+        for i, name in enumerate(columns[level]):
+            boxes[name] = (x, 10.0 + i * ROW_H, width)
+        x += width + COL_GAP
+    height = 20 + max((len(c) for c in columns.values()), default=0) * ROW_H
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{x:.0f}" '
+        f'height="{height}" viewBox="0 0 {x:.0f} {height}" font-family="sans-serif">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#888"/></marker>'
+        "</defs>",
+    ]
+    for source, target, map_name in links:
+        sx, sy, sw = boxes[source]
+        tx, ty, _ = boxes[target]
+        x1, y1, x2, y2 = sx + sw, sy + NODE_H / 2, tx, ty + NODE_H / 2
+        mid = (x1 + x2) / 2
+        out.append(
+            f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} '
+            f'{x2 - 2:.0f},{y2:.0f}" fill="none" stroke="#888" marker-end="url(#arrow)">'
+            f"<title>{_xml(target)} is built from image map {_xml(map_name)}</title></path>"
+        )
+    for name, (bx, by, bw) in sorted(boxes.items()):
+        state = states.get(name, "")
+        fill, stroke = SVG_FILL.get(state, ("#ffffff", "#999"))
+        dash = "" if state else ' stroke-dasharray="4 3"'
+        out.append(
+            f'<g class="node state-{state or "external"}" data-name="{_xml(name)}">'
+            f"<title>{_xml(name)}: {state or 'not built by this tree'}</title>"
+            f'<rect x="{bx:.0f}" y="{by:.0f}" width="{bw:.0f}" height="{NODE_H}" rx="6" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dash}/>'
+            f'<text x="{bx + 12:.0f}" y="{by + 16:.0f}" font-size="12" font-weight="bold">'
+            f"{_xml(_label(name))}</text>"
+            f'<text x="{bx + 12:.0f}" y="{by + 31:.0f}" font-size="11" fill="{stroke}">'
+            f"{state or 'image map'}</text></g>"
+        )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _label(name: str) -> str:
+    return name.removeprefix("imagemap:")
+
+
+def _xml(text: str) -> str:
+    return html.escape(text, quote=True)

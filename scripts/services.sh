@@ -2,7 +2,7 @@
 # A real Docker engine and a real registry for the tests, all state in one folder.
 #
 #   scripts/services.sh install   Debian packages (docker.io, docker-registry, busybox-static, tmux, entr,
-#                                 inotify-tools)
+#                                 inotify-tools, chromium, chromium-driver)
 #   scripts/services.sh start     two engines + registry + busybox base image; idempotent
 #   scripts/services.sh stop      stop all three by pid, unmount leftovers; idempotent
 #   scripts/services.sh env       print DOCKER_HOST / CIW_DOCKER_HOST_2 / CIW_REGISTRY:
@@ -28,7 +28,7 @@ REGISTRY_LISTEN="127.0.0.1:$REGISTRY_PORT"
 # 127.0.0.0/8, so "localhost:5000" works as well as "127.0.0.1:5000"; it is Tilt's default.
 REGISTRY_HOST="localhost:$REGISTRY_PORT"
 BASE_IMAGE="cmdimage-watch/busybox:latest"
-PACKAGES=(docker.io docker-registry busybox-static tmux entr inotify-tools)  # tmux: the terminal tests; entr, inotify-tools: the bench's peer and floor
+PACKAGES=(docker.io docker-registry busybox-static tmux entr inotify-tools chromium chromium-driver)  # tmux: the terminal tests; entr, inotify-tools: the bench's peer and floor; chromium: the dashboard's browser test
 READY_TIMEOUT_S=30
 STOP_TIMEOUT_S=15
 

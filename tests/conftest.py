@@ -17,6 +17,9 @@ import docker.errors
 import pytest
 
 from tests.daemon_harness import Watchers, daemon_env
+from tests.helpers import free_port
+from tests.helpers.dashboard import Start, Ui
+from tests.helpers.polling import wait_until
 
 BASE_IMAGE = "cmdimage-watch/busybox:latest"
 TTY_VARS = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
@@ -138,3 +141,22 @@ def watchers(tmp_path: Path, env: dict[str, str]) -> Iterator[Watchers]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def start_ui(watchers: Watchers, docker_client: object) -> Iterator[Start]:
+    """Starts a daemon with `--ui` (and FLAGS) on a tree; once its images are ok, its Ui."""
+    started: list[Ui] = []
+
+    def start(root: Path, *flags: str) -> Ui:
+        port = free_port()
+        ui = Ui(watchers.start(root, "--ui", f"127.0.0.1:{port}", *flags), port)
+        started.append(ui)
+        wait_until(ui.all_ok, "the sample's images to be ok", timeout=120)
+        return ui
+
+    try:
+        yield start
+    finally:
+        for ui in started:
+            ui.http.close()
