@@ -6,12 +6,13 @@ the same file running the same command, the floor (`inotifywait -m` from inotify
 debounce at all), entr (which waits for 50 ms without an event, as we do) and watchfiles'
 own CLI; where our latency goes (the daemon's `-vv` timeline of each save); start-up at four
 tree sizes and its slope; idle CPU, RSS and the cost of one save in the biggest tree; and a
-fan-out of one base to many dependents at several `--max-parallel`. Everything is reported
+fan-out of one base to many dependents at several `--max-parallel`; and a save's latency with
+100 dashboards streaming events from `--ui`, against the daemon without it. Everything is reported
 as measured values and ratios of this run; nothing asserts a time: the machines are shared
 and noisy, read the table. `BENCHMARKS.md` holds a full run.
 
     scripts/bench.py [--saves N] [--images N] [--files N] [--fanout N] [--profile DIR]
-                     [--json FILE] [--only latency,burst,startup,fanout]
+                     [--json FILE] [--only latency,burst,startup,fanout,dashboard]
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import json
 import math
 import os
 import re
+import selectors
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -448,6 +452,66 @@ def top_frames(raw: Path, package: str, count: int) -> list[str]:
     return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(count)]
 
 
+@contextmanager
+def sse_clients(port: int, count: int) -> Iterator[list[int]]:
+    """`count` dashboards' event streams (`/api/events`), each read as fast as it comes by
+    one thread; yields how many events each has read so far."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        sock.setblocking(False)
+        socks.append(sock)
+    events, stop = [0] * count, threading.Event()
+
+    def read() -> None:
+        with selectors.DefaultSelector() as selector:
+            for n, sock in enumerate(socks):
+                selector.register(sock, selectors.EVENT_READ, n)
+            while not stop.is_set():
+                for key, _ in selector.select(0.1):
+                    data = socks[key.data].recv(1 << 16)
+                    events[key.data] += data.count(b"\ndata: ") + data.startswith(b"data: ")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield events
+    finally:
+        stop.set()
+        reader.join()
+        for sock in socks:
+            sock.close()
+
+
+def bench_dashboard(work: Path, saves: int, report: Report, clients: int = 100) -> None:
+    """Issue 11: a save's latency with `clients` dashboards connected to `--ui`, against
+    the same daemon without it."""
+    root, starts = work / "ui", work / "ui-starts"
+    (folder,) = make_tree(root, 1, 1, starts)
+    source = folder / "src" / "f0.txt"
+    build_once(root)
+    with daemon(root, work / "daemon-no-ui.log"):
+        plain = [c - s for s, c in latencies(source, starts, saves)]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (
+        daemon(root, work / "daemon-ui.log", "--ui", f"127.0.0.1:{port}"),
+        sse_clients(port, clients) as events,
+    ):
+        watched = [c - s for s, c in latencies(source, starts, saves)]
+        time.sleep(0.3)  # the last build's events reach the clients
+    p50, w50 = statistics.median(plain), statistics.median(watched)
+    report.add(
+        f"save → build command with {clients} dashboards streaming, p50 / p95",
+        "unchanged",
+        f"{ms(w50)} / {ms(p95(watched))}",
+        f"without --ui {ms(p50)} / {ms(p95(plain))}: {w50 / p50:.2f}x; "
+        f"each client read {min(events)} to {max(events)} events",
+    )
+
+
 def bench_fanout(work: Path, dependents: int, report: Report) -> None:
     """A save of the base to every dependent finished, at --max-parallel 1, 3 and 8: the
     parallelism achieved beside the limit, and the slot time left idle while a dependent
@@ -523,7 +587,9 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=50, help="dependents of one base")
     parser.add_argument("--profile", type=Path, help="py-spy records go here")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--only", default="latency,burst,startup,fanout", help="these parts")
+    parser.add_argument(
+        "--only", default="latency,burst,startup,fanout,dashboard", help="these parts"
+    )
     args = parser.parse_args()
     for tool in ("entr", "inotifywait", "watchfiles"):
         if not shutil.which(tool) and not (Path(PYTHON).parent / tool).exists():
@@ -551,6 +617,9 @@ def main() -> int:
         if "fanout" in parts:
             print("fan-out", flush=True)
             bench_fanout(work, args.fanout, report)
+        if "dashboard" in parts:
+            print("dashboard", flush=True)
+            bench_dashboard(work, args.saves, report)
     print()
     print(report.markdown())
     if args.json:
