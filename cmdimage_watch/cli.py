@@ -501,7 +501,15 @@ def graph(
     typer.echo(render(index, found), nl=False)
 
 
-COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph"}
+@app.command("schema")
+def print_schema() -> None:
+    """A JSON Schema of the spec files, for editors (yaml-language-server's $schema)."""
+    from cmdimage_watch.schema import spec_schema  # pydantic's schema builder: only here
+
+    typer.echo(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
+
+
+COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph", "schema"}
 
 
 def main() -> None:

@@ -47,7 +47,11 @@ EnvVar = Annotated[str, AfterValidator(_key_value)]  # checked one by one, so er
 
 class Model(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,  # a field's docstring is its description in `schema`
     )
 
 
@@ -56,6 +60,7 @@ class ObjectMeta(Model):
     `tilt get -o yaml` output loads; a field ObjectMeta lacks (`lables`) is a typo."""
 
     name: str = Field(min_length=1)
+    """The object's name: unique per kind in the tree, at most 253 characters, no '/'."""
     generate_name: Any = None
     namespace: Any = None
     self_link: Any = None
@@ -96,15 +101,33 @@ class ObjectMeta(Model):
 
 class CmdImageSpec(Model):
     ref: str
+    """The image to build, as a docker reference (`app`, `gcr.io/team/app`). Its content tag
+    is added at each build; the CmdImage publishes the ImageMap named after it."""
     args: list[str] = Field(min_length=1)
+    """The command and its arguments, run without a shell; at least one."""
     dir: str = ""
+    """The command's working folder, relative to this spec file's folder (empty: that
+    folder). With no FileWatch for the image, its sources are this folder minus its
+    .dockerignore."""
     env: list[EnvVar] = []
+    """Variables added to the command's environment, each `KEY=VALUE`."""
     image_maps: list[str] = []
+    """The ImageMaps this build depends on: each is resolved to an image ref
+    ($TILT_IMAGE_0, ...), and a new image in one rebuilds this image."""
     output_mode: Literal["", "local-docker", "local-docker-and-remote", "remote"] = ""
+    """Where the command puts the image: `local-docker` (the default: the engine's image
+    store), `local-docker-and-remote` (the store, and pushed by the command), or `remote`
+    (pushed by the command only)."""
     output_tag: str = ""
+    """The tag the command always builds; empty means the daemon picks one and passes it
+    as $EXPECTED_REF. Not with outputsImageRefTo."""
     outputs_image_ref_to: str = ""
+    """A file (relative to this spec file's folder) the command writes the ref it built
+    to. Not with outputTag."""
     cluster: str = ""
+    """The Cluster whose registry and engine this image uses; empty means `default`."""
     cluster_needs: Literal["", "push", "base-image"] = ""
+    """What the cluster needs of the image: `push` (the default) or `base-image`."""
 
     @field_validator("ref")
     @classmethod
@@ -171,8 +194,11 @@ class ImageMapOverrideArgs(Model):
 
 class ImageMapSpec(Model):
     selector: str
+    """The image ref this map stands for, as a docker reference."""
     match_exact: StrictBool = False
+    """Match the selector's tag as well as its name (Tilt's field; not read here)."""
     match_in_env_vars: StrictBool = False
+    """Also match refs in environment variables (Tilt's field; not read here)."""
     override_command: ImageMapOverrideCommand | None = None
     override_args: ImageMapOverrideArgs | None = None
 
@@ -185,9 +211,13 @@ class ImageMapSpec(Model):
 
 class ImageMapStatus(Model):
     image: str = ""
+    """The image this map resolves to; written by hand for an image built elsewhere."""
     image_from_local: str = ""
+    """The image as this machine's engine names it."""
     image_from_cluster: str = ""
+    """The image as the cluster names it."""
     build_start_time: Time | None = None
+    """When the build of this image started."""
 
 
 class ImageMap(Model):
@@ -203,13 +233,20 @@ class ImageMap(Model):
 
 class IgnoreDef(Model):
     base_path: str
+    """The folder the patterns are relative to (relative to this spec file's folder)."""
     patterns: list[str] = []
+    """Patterns in .dockerignore syntax; empty ignores the whole basePath."""
 
 
 class FileWatchSpec(Model):
     watched_paths: list[str] = []
+    """Files and folders to watch, relative to this spec file's folder. For the FileWatch
+    named `image:<imagemap>`, the sources of the CmdImage publishing that map; empty turns
+    source watching off."""
     ignores: list[IgnoreDef] = []
+    """What under the watched paths is no source."""
     disable_source: dict[str, Any] | None = None
+    """Tilt's switch for turning the watch off from a ConfigMap (not read here)."""
 
 
 class FileEvent(Model):
@@ -237,6 +274,8 @@ class FileWatch(Model):
 
 class DockerClusterConnection(Model):
     host: str = ""
+    """The Docker engine for this cluster's builds (`unix:///...`, `tcp://host:2376`):
+    the commands' DOCKER_HOST and the daemon's own client."""
 
 
 class ClusterConnection(Model):
@@ -250,10 +289,16 @@ class RegistryHosting(Model):
     a registry docker reads `<host>/fake` in."""
 
     host: str = Field(default="", validate_default=True)
+    """The registry images are pushed to, as this machine reaches it (`localhost:5000`)."""
     host_from_container_runtime: str = ""
+    """The same registry as the cluster's container runtime reaches it, if it differs."""
     host_from_cluster_network: str = ""
+    """The same registry as pods reach it (Tilt's field; not read here)."""
     help: str = ""
+    """A note for people (Tilt's field; not read here)."""
     single_name: str = ""
+    """Push every image under this one repository name, tagged by image (for registries
+    such as ECR that want one repository)."""
 
     @field_validator("host")
     @classmethod
@@ -285,7 +330,9 @@ class RegistryHosting(Model):
 
 class ClusterSpec(Model):
     connection: ClusterConnection | None = None
+    """How to reach the cluster; only `docker.host` is read."""
     default_registry: RegistryHosting | None = None
+    """The registry this cluster's images are pushed to; none keeps them in the engine."""
 
 
 class Cluster(Model):
