@@ -525,7 +525,8 @@ def main() -> None:
             raise SystemExit(2)
     if not args or (args[0] not in COMMANDS and args[0] not in ("--help", "-h")):
         sys.argv[1:1] = ["watch"]
-    sys.argv[1:] = _ui_alone(sys.argv[1:])
+    if sys.argv[1] == "watch":
+        sys.argv[1:] = _ui_alone(sys.argv[1:])
     app()
 
 

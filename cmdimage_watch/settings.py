@@ -89,13 +89,14 @@ class UiAddress:
         match = _ADDRESS.fullmatch(text.strip())
         if match is None or int(match["port"]) > 65535:
             raise ValueError(f"{text!r} is not [HOST:]PORT (a port is 0 to 65535)")
-        host = (match["host"] or "127.0.0.1").strip("[]")
+        host = (match["host"] or "127.0.0.1").strip("[]").lower()
         return cls(host, int(match["port"]))
 
     @staticmethod
     def looks_like(text: str) -> bool:
-        """Whether `text` is meant as an address (`8080`, `host:8080`), not a folder."""
-        return _ADDRESS.fullmatch(text) is not None and not Path(text).is_dir()
+        """Whether `text` is an address (`8080`, `host:8080`): after `--ui`, it is taken as
+        one even where a folder has that name (write `./8080` for the folder)."""
+        return _ADDRESS.fullmatch(text) is not None
 
     @property
     def loopback(self) -> bool:

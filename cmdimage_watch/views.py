@@ -233,11 +233,12 @@ def events(
 
 def output_event(name: str, line: str, now: datetime) -> dict[str, Any]:
     """A line a build printed, as an event."""
-    return {"event": "output", "image": name, "line": line, "time": _micros(now)}
+    return {"event": "output", "image": name, "line": line, "time": event_time(now)}
 
 
-def _micros(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def event_time(now: datetime) -> str:
+    """An event's time: RFC 3339 in UTC to the microsecond, so that two compare as text."""
+    return models.format_time(now)
 
 
 def spec_error(file: Path, error: str, now: datetime) -> dict[str, Any]:

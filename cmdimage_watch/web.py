@@ -7,9 +7,10 @@
     /api/events                    Server-Sent Events: the objects of `--log-format json`
     POST /api/images/NAME/trigger  what `cmdimage-watch trigger NAME` does
 
-Safety: loopback unless a host is given; every request's Host must be one of the bound
-address's names (a DNS-rebinding page cannot read or trigger); a POST from another origin
-is refused; a URL names an image, never a path. A slow browser never slows a build: each
+Safety: loopback unless a host is given; a request's Host must be an IP address, localhost,
+the bound host or this machine's name (a DNS-rebinding page, on a name of its own, gets
+nothing); a POST from another origin is refused; no page may frame this one (a click on a
+hidden Trigger); a URL names an image, never a path. A slow browser never slows a build: each
 SSE client has a bounded queue and is dropped when it overflows (its EventSource reconnects).
 Wired by `cli watch`; the daemon knows nothing of it.
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
@@ -36,7 +39,12 @@ from cmdimage_watch.settings import UiAddress, state_file_name
 QUEUE_EVENTS = 1000  # events a client may fall behind by before it is dropped
 LOG_TAIL = 1 << 20  # bytes of a log served: a browser would choke on a 500 MB one
 KEEPALIVE_S = 15.0  # a comment line this often, so proxies and browsers keep the stream
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 ASSETS = {  # the only files served: a URL never becomes a path
     "/": ("index.html", "text/html"),
     "/app.js": ("app.js", "text/javascript"),
@@ -91,6 +99,9 @@ class Dashboard:
     def __init__(self, daemon: Daemon, address: UiAddress, events: Events) -> None:
         self.daemon, self.address, self.events = daemon, address, events
         self.app = web.Application(middlewares=[self._guard])
+        self.app.on_response_prepare.append(_secure)
+        names = {"localhost", address.host, socket.gethostname(), socket.getfqdn()}
+        self.hosts = {name.lower() for name in names}  # and any IP address
         self.app.router.add_get("/api/images", self.images)
         self.app.router.add_get("/api/images/{name}/log", self.log)
         self.app.router.add_post("/api/images/{name}/trigger", self.trigger)
@@ -118,11 +129,16 @@ class Dashboard:
     async def log(self, request: web.Request) -> web.Response:
         name = self._known(request)
         path = self.daemon.settings.log_dir / state_file_name(name, ".log")
-        text = await asyncio.to_thread(_tail, path, LOG_TAIL)
-        return web.Response(text=text, content_type="text/plain")
+        read_at = views.event_time(datetime.now(UTC))
+        text = _tail(path, LOG_TAIL)  # on the loop: no output line is written meanwhile
+        # the page appends the stream's lines of a later time than this to what it got
+        headers = {"X-Read-At": read_at}
+        return web.Response(text=text, content_type="text/plain", headers=headers)
 
     async def trigger(self, request: web.Request) -> web.Response:
         _same_origin(request)
+        if not self.daemon.ready.is_set() or self.daemon.stop.is_set():
+            raise web.HTTPServiceUnavailable(text="the daemon is starting or stopping\n")
         name = self._known(request)
         path = triggers.request(self.daemon.trigger_dir, name)
         self.daemon.triggers.handle([path])  # now; the watcher's report of it is a no-op
@@ -171,10 +187,12 @@ class Dashboard:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Bound to loopback, a request must name a loopback host: a page on a name that
-        resolves to 127.0.0.1 (DNS rebinding) gets nothing."""
-        if self.address.loopback and _host_name(request.host) not in LOOPBACK_NAMES:
-            refused = f"this dashboard answers to localhost only, not {request.host}\n"
+        """A request must name this machine: an IP address, or one of `hosts`. A page on a
+        name of its own that resolves here (DNS rebinding) gets nothing."""
+        host = _host_name(request.host)
+        if host not in self.hosts and not _is_ip(host):
+            names = ", ".join(sorted(self.hosts))
+            refused = f"this dashboard answers to an IP address or {names}, not {host}\n"
             raise web.HTTPForbidden(text=refused)
         response: web.StreamResponse = await handler(request)
         return response
@@ -237,10 +255,23 @@ def _same_origin(request: web.Request) -> None:
 
 
 def _host_name(host: str) -> str:
-    """`localhost:10351` -> `localhost`, `[::1]:10351` -> `::1`."""
+    """`LocalHost:10351` -> `localhost`, `[::1]:10351` -> `::1`."""
+    host = host.lower()
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
 
 
 def _dumps(value: Any) -> str:

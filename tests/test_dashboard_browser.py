@@ -108,7 +108,7 @@ def test_the_dashboard_follows_saves_triggers_and_logs_live(
     root = sample_copy(tmp_path / "sample")
     ui: Ui = start_ui(root)
     page = Page(browser)
-    browser.get(ui.url + "/")
+    browser.get(ui.url + "/?poll=0")  # no timed refresh: every change comes from an event
     wait_until(lambda: page.names() == ["sample-app", "sample-base", "sample-tool"], "the rows")
     wait_until(lambda: set(page.states().values()) == {"ok"}, "every image ok on the page")
     wait_until(lambda: page.text("connection") == "live", "the event stream")

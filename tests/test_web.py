@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +140,18 @@ def test_a_trigger_from_another_origin_is_refused(ui: Ui) -> None:
         {"Origin": "http://evil.example"},
         {"Origin": "null"},
         {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
         {"Origin": f"http://localhost:{ui.port + 1}"},
     ):
         refused = ui.http.post("/api/images/sample-base/trigger", headers=headers)
         assert refused.status_code == 403, headers
         assert "cross-origin" in refused.text
     # a page on a name that resolves here (DNS rebinding) reads nothing either
-    rebound = ui.http.get("/api/images", headers={"Host": f"evil.example:{ui.port}"})
-    assert rebound.status_code == 403
+    for host in ("evil.example", "EVIL.example", "localhost.evil.example"):
+        rebound = ui.http.get("/api/images", headers={"Host": f"{host}:{ui.port}"})
+        assert rebound.status_code == 403, host
+    for host in ("LocalHost", "127.0.0.1", "[::1]", "10.1.2.3"):  # IP addresses are safe
+        assert ui.http.get("/api/images", headers={"Host": f"{host}:{ui.port}"}).is_success
     assert not (ui.watcher.root / ".cmdimage-watch" / "triggers" / "sample-base").exists()
     ui.watcher.settle()
     assert ui.state("sample-base") == before  # nothing built
@@ -163,6 +168,25 @@ def test_a_trigger_from_another_origin_is_refused(ui: Ui) -> None:
         "the same-origin trigger's build",
     )
     assert ui.state("sample-base")["reason"] == "manual trigger"
+
+
+def test_no_page_may_frame_the_dashboard(ui: Ui) -> None:
+    """Framed by another site, a click on a hidden Trigger would be same-origin."""
+    for path in ("/", "/api/images", "/api/images/sample-base/log", "/nope"):
+        headers = ui.http.get(path).headers
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+    with ui.http.stream("GET", "/api/events") as stream:
+        assert stream.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_log_says_when_it_was_read(ui: Ui) -> None:
+    """The page replays the stream's lines of a later time than this over what it got."""
+    before = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    read_at = ui.http.get("/api/images/sample-base/log").headers["X-Read-At"]
+    after = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert before <= read_at <= after
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path, env: dict[str, str]) -> None:
@@ -187,8 +211,11 @@ def test_a_host_that_is_not_loopback_is_warned_about(watchers: Watchers, tmp_pat
     port = free_port()
     watcher = watchers.start(root, "--ui", f"0.0.0.0:{port}")
     watcher.wait_log(f"dashboard on http://0.0.0.0:{port}/: bound to 0.0.0.0, anyone")
-    response = httpx.get(f"http://127.0.0.1:{port}/api/images", headers={"Host": f"box:{port}"})
-    assert response.status_code == 200  # named hosts are the point of binding elsewhere
+    url = f"http://127.0.0.1:{port}/api/images"
+    for host in ("127.0.0.1", "192.168.1.5", socket.gethostname()):  # this machine's names
+        assert httpx.get(url, headers={"Host": f"{host}:{port}"}).status_code == 200, host
+    rebound = httpx.get(url, headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 403  # bound elsewhere too, a rebinding page gets nothing
 
 
 def test_a_stuck_browser_is_dropped_and_the_build_goes_on(
@@ -249,6 +276,7 @@ def test_ui_alone_means_the_default_address(tmp_path: Path) -> None:
     assert cli._ui_alone(["watch", "--ui", "-v"]) == ["watch", f"--ui={UI_ADDRESS}", "-v"]
     assert cli._ui_alone(["watch", "--ui", "9000", "."]) == ["watch", "--ui", "9000", "."]
     assert cli._ui_alone(["watch", "--ui", str(folder)])[1] == f"--ui={UI_ADDRESS}"
+    assert cli._ui_alone(["watch", "--ui", "8080"]) == ["watch", "--ui", "8080"]  # not ./8080
     assert cli._ui_alone(["watch", "--", "--ui"]) == ["watch", "--", "--ui"]
 
 

@@ -5,7 +5,10 @@
 
 const rows = new Map(); // name -> the row of /api/images
 let selected = null; // the image whose log is shown
+let arriving = null; // while its log is fetched: the stream's events for it, to replay
 let refreshTimer = null;
+// seconds between full refreshes, for what no event tells of; ?poll=0 turns them off
+const pollSeconds = Number(new URLSearchParams(location.search).get("poll") ?? 5);
 
 const $ = (id) => document.getElementById(id);
 
@@ -90,13 +93,24 @@ function refreshSoon() {
 
 async function showLog(name) {
   selected = name;
+  const mine = (arriving = []);
   $("log-section").hidden = false;
   $("log-name").textContent = name;
   render();
   const response = await fetch("/api/images/" + encodeURIComponent(name) + "/log");
-  if (selected !== name) return;
-  $("log").textContent = response.ok ? await response.text() : "(" + response.status + ")";
+  const text = response.ok ? await response.text() : "(" + response.status + ")";
+  if (arriving !== mine) return; // another row was clicked meanwhile
+  arriving = null;
+  $("log").textContent = text;
+  // what the stream brought while the log was read: only what came after the reading
+  const readAt = response.headers.get("X-Read-At") || "";
+  for (const event of mine) if (event.time > readAt) toLog(event);
   follow();
+}
+
+function toLog(event) {
+  if (event.event === "build_started") $("log").textContent = "";
+  else $("log").textContent += event.line + "\n";
 }
 
 function follow() {
@@ -122,18 +136,18 @@ function connect() {
   };
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    if (event.event === "output") {
-      if (event.image === selected) {
-        $("log").textContent += event.line + "\n";
+    const forLog = event.event === "output" || event.event === "build_started";
+    if (forLog && event.image === selected) {
+      if (arriving) arriving.push(event);
+      else {
+        toLog(event);
         follow();
       }
-      return;
     }
-    if (event.event === "build_started" && event.image === selected) $("log").textContent = "";
-    refreshSoon();
+    if (event.event !== "output") refreshSoon();
   };
 }
 
 setInterval(render, 1000); // ages and running times grow
-setInterval(refreshSoon, 5000); // what no event tells of: a waiting image, a new spec file
+if (pollSeconds > 0) setInterval(refreshSoon, pollSeconds * 1000); // a waiting image, a new spec file
 connect();
