@@ -96,7 +96,13 @@ class Page:
         return self.driver.execute_script(code)
 
     def click(self, selector: str) -> None:
-        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+        """A click on what `selector` finds now: found and clicked in one step of the page,
+        so an event's redraw in between cannot leave a stale element."""
+        clicked = self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); if (e) e.click(); return !!e;",
+            selector,
+        )
+        assert clicked, f"nothing on the page matches {selector}"
 
     def text(self, element_id: str) -> str:
         return str(self.driver.find_element(By.ID, element_id).text)

@@ -38,6 +38,21 @@ function duration(r) {
   return Math.max(0, (end - Date.parse(r.startedAt)) / 1000);
 }
 
+function age(r) {
+  return r.finishedAt ? seconds(since(r.finishedAt)) + " ago" : "";
+}
+
+// Ages and running times grow: their cells are rewritten in place, so the rows under the
+// pointer stay the same elements between refreshes (a click is never lost to a redraw).
+function tick() {
+  for (const tr of document.querySelectorAll("#images tbody tr")) {
+    const r = rows.get(tr.dataset.name);
+    if (!r) continue;
+    tr.querySelector("td.age").textContent = age(r);
+    tr.querySelector("td.time").textContent = seconds(duration(r));
+  }
+}
+
 function render() {
   const body = document.querySelector("#images tbody");
   const list = [...rows.values()];
@@ -50,7 +65,7 @@ function render() {
     cell(tr, r.name, "name");
     cell(tr, r.state, "state state-" + r.state);
     cell(tr, r.state === "invalid" ? "invalid spec" : r.reason, "cause");
-    cell(tr, r.finishedAt ? seconds(since(r.finishedAt)) + " ago" : "", "age");
+    cell(tr, age(r), "age");
     cell(tr, seconds(duration(r)), "time");
     cell(tr, r.ref, "ref");
     const error = cell(tr, (r.error || "").split("\n")[0], "error");
@@ -148,6 +163,6 @@ function connect() {
   };
 }
 
-setInterval(render, 1000); // ages and running times grow
+setInterval(tick, 1000);
 if (pollSeconds > 0) setInterval(refreshSoon, pollSeconds * 1000); // a waiting image, a new spec file
 connect();
