@@ -21,6 +21,7 @@ from loguru import logger
 from cmdimage_watch import filewatches, project, sources, status, timeline, views
 from cmdimage_watch.builder import Builder
 from cmdimage_watch.dispatch import Dispatch
+from cmdimage_watch.gitops import GitHold
 from cmdimage_watch.graph import Index
 from cmdimage_watch.hashes import Hashes
 from cmdimage_watch.ledger import Ledger
@@ -65,6 +66,8 @@ class Daemon:
             settings, self.specs, self.routes, self.scheduler, self.triggers, self.publisher,
             self.watchset,
         )  # fmt: skip
+        self.git = GitHold(self.root, settings.state_dir, settings.debounce, self._after_git)
+        self._held: list[int] = []  # numbers of the batches held while git works
         self.started = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock_lost = False  # another daemon took the tree after its state folder went
@@ -91,6 +94,7 @@ class Daemon:
                         elif self._on_batch(item):
                             self.watchset.rewatch()
             finally:
+                await self.git.close()
                 await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -174,13 +178,24 @@ class Daemon:
         number = self.dispatch.count(batch.paths)
         if batch.poll:
             self.dispatch.recheck_later(batch.paths)
+        if self.git.offer(batch.paths):  # git is rewriting the tree: one batch when done
+            self._held.append(number)
+            return False
         rewatch = self._handle(batch.paths)
         self._spawn(self.dispatch.report_idle(number))
         return rewatch
 
-    def _handle(self, paths: set[Path]) -> bool:
+    def _after_git(self, paths: set[Path], why: str) -> None:
+        """The batches held while git worked, as one."""
+        if self._handle(paths, why):
+            self.watchset.rewatch_now()
+        held, self._held = self._held, []
+        for number in held:
+            self._spawn(self.dispatch.report_idle(number))
+
+    def _handle(self, paths: set[Path], why: str = "") -> bool:
         state_gone = self._state_folder_gone(paths)
-        rewatch = self.dispatch.handle(paths)
+        rewatch = self.dispatch.handle(paths, why)
         if state_gone:  # the trigger folder is made anew: watch it, and look into it once
             self.watchset.new_dirs.add(self.trigger_dir)  # watched (so looked into at Ready)
             return True

@@ -58,9 +58,10 @@ class Dispatch:
         self.publisher.flush()
         logger.debug("idle after batch {}", batch)
 
-    def handle(self, paths: set[Path]) -> bool:
-        """Turn one batch of changed paths into work; True when the watched folders change."""
-        self.work_for(paths, self.specs.touched(paths))
+    def handle(self, paths: set[Path], why: str = "") -> bool:
+        """Turn one batch of changed paths into work; True when the watched folders change.
+        `why` names what made the batch (a git operation) as its builds' cause."""
+        self.work_for(paths, self.specs.touched(paths), why)
         state, now = self.reconciler.state, self.reconciler.clock()
         seen = paths - set(self.specs.files)
         hit = filewatches.record(self.specs.index, state, seen, now)
@@ -74,7 +75,7 @@ class Dispatch:
             return False  # no walk: a save costs little
         return self.routes.watch_dirs(set(self.specs.files)) != watched
 
-    def work_for(self, paths: set[Path], spec_paths: set[Path]) -> None:
+    def work_for(self, paths: set[Path], spec_paths: set[Path], why: str = "") -> None:
         """Re-read the spec files among `paths`; request the images they or sources touch."""
         self.reconciler.hashes.cache.changed(paths)
         requested = self._reload(spec_paths) if spec_paths else {}
@@ -85,6 +86,9 @@ class Dispatch:
                 hits.setdefault(name, []).append(path)
         for name, touched in hits.items():
             requested.setdefault(name, relative(touched, self.settings.root))
+        if why:
+            requested = dict.fromkeys(requested, why)
+            self.reconciler.ledger.reasons.update(requested)  # if they build, that is why
         self.request(set(requested), cause(requested))
 
     def recheck_later(self, paths: set[Path]) -> None:

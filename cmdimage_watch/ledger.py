@@ -32,7 +32,7 @@ class Ledger:
     confirmed: set[str] = field(default_factory=set)  # built or found up to date by this run
     deferred: dict[str, bool] = field(default_factory=dict)  # spec file gone: name -> forced
     unreachable: dict[str, str] = field(default_factory=dict)  # name -> engine that was down
-    back: dict[str, str] = field(default_factory=dict)  # name -> the reason of its next build
+    reasons: dict[str, str] = field(default_factory=dict)  # name -> its next build's reason
 
     def good_digest(self, name: str) -> str | None:
         """The inputs digest of `name`'s last good build (this run's or a status file's)."""
@@ -64,7 +64,7 @@ class Ledger:
         for name in names:
             del self.unreachable[name]
             self.refused.pop(name, None)
-            self.back[name] = f"engine at {address} is back"
+            self.reasons[name] = f"engine at {address} is back"
         return names
 
     def defer(self, name: str, force: bool) -> None:
@@ -78,7 +78,7 @@ class Ledger:
     def forget(self, name: str, publishes: str) -> None:
         """Drop what is known of an image whose spec is gone."""
         tables = (self.state.images, self.state.digests, self.state.failed, self.good_inputs)
-        for table in (*tables, self.refused, self.deferred, self.unreachable, self.back):
+        for table in (*tables, self.refused, self.deferred, self.unreachable, self.reasons):
             table.pop(name, None)
         self.confirmed.discard(name)
         self.state.image_maps.pop(publishes, None)

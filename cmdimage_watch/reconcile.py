@@ -106,7 +106,7 @@ class Reconciler:
             self.ledger.defer(name, force)
             return Deferred(name)
         self.ledger.deferred.pop(name, None)
-        back = self.ledger.back.pop(name, None)
+        given = self.ledger.reasons.pop(name, None)  # an engine back, a git operation
         if force:
             return Plan(image, read.cluster, read.maps, read.inputs, "manual trigger")
         refused = self.ledger.refusal(name, read.inputs.digest())
@@ -121,7 +121,7 @@ class Reconciler:
         if reason is None:
             return UpToDate(name)
         timeline.mark("planned", name)
-        return Plan(image, read.cluster, read.maps, read.inputs, back or reason)
+        return Plan(image, read.cluster, read.maps, read.inputs, given or reason)
 
     def _engine_unreachable(self, name: str, exc: EngineUnreachable) -> Waiting:
         """Its inputs are those of its last good build, but the engine that should hold

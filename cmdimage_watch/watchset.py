@@ -57,11 +57,17 @@ class WatchSet:
         self.watched: set[Path] = set()
         self.new_dirs: set[Path] = set()  # watched since the last Ready
         self._rewatch = False
+        self._kick = asyncio.Event()  # rewatch_now: start the new watcher without a batch
         self._waits: dict[Watching, asyncio.Future[frozenset[Path]]] = {}
 
     def rewatch(self) -> None:
         """The folders to watch changed: start a watcher on them after this batch."""
         self._rewatch = True
+
+    def rewatch_now(self) -> None:
+        """The same, between batches (changes held for a while, then handled)."""
+        self._rewatch = True
+        self._kick.set()
 
     def take_new_dirs(self) -> set[Path]:
         new, self.new_dirs = self.new_dirs, set()
@@ -69,12 +75,19 @@ class WatchSet:
 
     async def __aiter__(self) -> AsyncGenerator[Ready | Batch, None]:
         stopping = asyncio.create_task(self._stop.wait())
+        kicked = asyncio.create_task(self._kick.wait())
         current, retiring = self._start(), list[Watching]()
         try:
             while True:
-                done = await self._next(stopping, current, retiring)
+                done = await self._next({stopping, kicked}, current, retiring)
                 if stopping in done:
                     return
+                if kicked in done:
+                    self._kick.clear()
+                    kicked = asyncio.create_task(self._kick.wait())
+                    if self._rewatch:
+                        retiring.append(current)
+                        current = self._start()
                 for watcher, future in [(w, f) for w, f in self._waits.items() if f in done]:
                     if self._waits.pop(watcher, None) is None:
                         continue  # retired (and its wait closed) by a Ready of this round
@@ -94,15 +107,16 @@ class WatchSet:
                             current = self._start()
         finally:
             stopping.cancel()
+            kicked.cancel()
             await self._retire([current, *retiring])
 
     async def _next(
-        self, stopping: asyncio.Task[Any], current: Watching, retiring: list[Watching]
+        self, own: set[asyncio.Task[Any]], current: Watching, retiring: list[Watching]
     ) -> set[asyncio.Future[Any]]:
         for watcher in (current, *retiring):
             if watcher not in self._waits:
                 self._waits[watcher] = asyncio.ensure_future(anext(watcher.stream))
-        waiting: set[asyncio.Future[Any]] = {stopping, *self._waits.values()}
+        waiting: set[asyncio.Future[Any]] = {*own, *self._waits.values()}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         return done
 

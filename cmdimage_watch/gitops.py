@@ -1,0 +1,128 @@
+"""Git-aware batches (SPEC §9): a checkout, rebase, stash or pull is one batch.
+
+Such an operation rewrites many files over hundreds of milliseconds, and the quiet period
+would cut it into several batches, each building the images it touches (and what depends
+on them) again. Git holds `index.lock` in its folder while it works, and writes a line to
+a reflog (`logs/HEAD`, `logs/refs/stash`) when a ref moves. So a batch that arrives while
+the lock exists, or after a reflog changed, is held, with every batch after it, until the
+lock has been gone for the quiet period; then they are handled as one, whose cause names
+the operation as the reflog tells it (`git checkout: 124 files`). A lock that moved no ref
+(a `git status` refreshing the index) holds the batch as long, and leaves its cause alone.
+Fed by `daemon` batch by batch; hands what it held back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from loguru import logger
+
+LOOK_S = 0.01  # how often a held batch looks whether the lock is gone
+AFTER_S = 0.25  # the least quiet after the lock goes: `stash` and `rebase` take it in steps
+
+Release = Callable[[set[Path], str], None]  # (paths, cause or "")
+
+
+def git_dir(root: Path) -> Path | None:
+    """The git folder of the repository (or worktree) holding `root`, if any."""
+    for folder in (root, *root.parents):
+        dot = folder / ".git"
+        with contextlib.suppress(OSError):
+            if dot.is_dir():
+                return dot
+            if dot.is_file():  # a worktree or submodule: `gitdir: PATH`
+                text = dot.read_text("utf-8").strip()
+                if text.startswith("gitdir:"):
+                    return (folder / text.removeprefix("gitdir:").strip()).resolve()
+    return None
+
+
+class GitHold:
+    def __init__(self, root: Path, state: Path, quiet: float, release: Release) -> None:
+        self.dir = git_dir(root)
+        self.state = state  # the daemon's own files are not git's to count
+        self.quiet, self.release = max(quiet, AFTER_S), release
+        self.held: set[Path] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._offers = 0  # batches held so far: a new one restarts the quiet period
+        self._logs: dict[Path, int] = {}  # reflog sizes when the hold began
+        self._seen = self._sizes()  # reflog sizes at the last batch
+
+    def offer(self, paths: set[Path]) -> bool:
+        """Hold `paths` if a git operation is under way (or one is held already)."""
+        if self.dir is None:
+            return False
+        before, self._seen = self._seen, self._sizes()
+        if self._task is None and not self._locked() and before == self._seen:
+            return False
+        self.held |= paths
+        self._offers += 1
+        if self._task is None:
+            self._logs = before
+            logger.debug("git is working in {}: holding changes until it is done", self.dir)
+            self._task = asyncio.create_task(self._wait())
+        return True
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _wait(self) -> None:
+        while True:
+            while self._locked():  # noqa: ASYNC110 (a file in .git, unwatched: looked at)
+                await asyncio.sleep(LOOK_S)
+            offers = self._offers
+            await asyncio.sleep(self.quiet)
+            if not self._locked() and offers == self._offers:
+                break
+        held, self.held, self._task = self.held, set(), None
+        self._seen = self._sizes()
+        operation = self._operation()
+        files = sum(1 for p in held if self.state not in p.parents and not p.is_dir())
+        cause = f"git {operation}: {files} files" if operation else ""
+        logger.debug("git is done{}: {} paths held", f" ({cause})" if cause else "", len(held))
+        self.release(held, cause)
+
+    def _locked(self) -> bool:
+        assert self.dir is not None
+        return (self.dir / "index.lock").exists()
+
+    def _reflogs(self) -> list[Path]:
+        assert self.dir is not None
+        return [self.dir / "logs" / "refs" / "stash", self.dir / "logs" / "HEAD"]
+
+    def _sizes(self) -> dict[Path, int]:
+        return {log: _size(log) for log in self._reflogs()} if self.dir else {}
+
+    def _operation(self) -> str:
+        """What the reflogs say happened during the hold: `checkout`, `stash`, …; "" if
+        they say nothing (a lock taken to refresh the index)."""
+        stash, head = self._reflogs()
+        if _size(stash) != self._logs.get(stash):
+            return "stash"
+        before = max(0, self._logs.get(head, 0))
+        try:
+            with head.open("rb") as log:
+                log.seek(before)
+                added = log.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        for line in added:  # `<old> <new> <who> <when>\t<what>: <detail>`
+            what = line.partition("\t")[2]
+            word = re.match(r"[a-z-]+", what)
+            if word:
+                return word[0]
+        return ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
