@@ -501,6 +501,31 @@ def graph(
     typer.echo(render(index, found), nl=False)
 
 
+@app.command()
+def explain(
+    args: list[str] = typer.Argument(
+        None, metavar="[DIR] IMAGE", help="The tree (default .); the image to explain."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object, for scripts.", metavar=FLAG
+    ),
+) -> None:
+    """Why IMAGE built last time, and whether and why it would build now."""
+    from cmdimage_watch import explain as explaining  # the reconciler's reading, only here
+
+    root, names = _dir_and_names(args, need_names=True)
+    if len(names) != 1:
+        typer.echo("error: name one image", err=True)
+        raise typer.Exit(2)
+    settings = _state_folder_checked(Settings(root=_root(root)))
+    _check_names(project.load(settings.root), names, root)
+    found = explaining.explain(settings, names[0])
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(explaining.text(found))
+
+
 @app.command("schema")
 def print_schema() -> None:
     """A JSON Schema of the spec files, for editors (yaml-language-server's $schema)."""
@@ -509,7 +534,9 @@ def print_schema() -> None:
     typer.echo(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
 
 
-COMMANDS = {"watch", "build", "validate", "trigger", "wait", "status", "graph", "schema"}
+COMMANDS = {
+    "watch", "build", "validate", "trigger", "wait", "status", "graph", "explain", "schema",
+}  # fmt: skip
 
 
 def main() -> None:
