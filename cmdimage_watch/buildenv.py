@@ -34,12 +34,14 @@ class BuildRequest:
     cluster: models.Cluster | None
     image_maps: list[tuple[str, models.ImageMapStatus]]  # in `spec.imageMaps` order
     started_at: datetime
+    cache_tag: str = ""  # `in-<16 hex of the inputs digest>` with the registry cache on
 
 
 @dataclass(frozen=True)
 class BuildResult:
     local_ref: refs.Ref
     cluster_ref: refs.Ref
+    reused: bool = False  # pulled from the registry cache: no command ran
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,14 @@ def build_env(request: BuildRequest, exp: Expected, base: dict[str, str]) -> dic
         env[f"TILT_IMAGE_MAP_{i}"] = name
         env[f"TILT_IMAGE_{i}"] = status.image_from_local or status.image
     return env
+
+
+def reusable(request: BuildRequest, registry: refs.Registry | None) -> bool:
+    """Whether the registry cache can stand in for this build: an image the daemon tags
+    by content and pushes (a ref the command picks, or pushes itself, is the command's)."""
+    image = request.image
+    plain = not image.outputs_ref_to and not image.spec.output_tag
+    return plain and registry is not None and needs_push(request)
 
 
 def needs_push(request: BuildRequest) -> bool:

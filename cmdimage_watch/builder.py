@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loguru import logger
+
 from cmdimage_watch import models, refs
 from cmdimage_watch.buildenv import (
     BuildError,
@@ -29,6 +31,7 @@ from cmdimage_watch.buildenv import (
     expected,
     needs_push,
     quoted,
+    reusable,
 )
 from cmdimage_watch.graph import Image
 from cmdimage_watch.runner import OnSpawn, Output, Runner
@@ -84,6 +87,10 @@ class Builder:
     async def _build(self, request: BuildRequest) -> BuildResult:
         image, exp = request.image, expected(request)
         host = docker_host(image, request.cluster, self.environ)
+        if request.cache_tag and reusable(request, exp.registry):
+            reused = await asyncio.to_thread(self._reuse, request, exp, host)
+            if reused is not None:
+                return reused
         if image.outputs_ref_to:
             image.outputs_ref_to.unlink(missing_ok=True)
         await self._run(image, build_env(request, exp, self.environ), host)
@@ -137,13 +144,54 @@ class Builder:
     def _tag_and_push(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult:
         assert exp.ref is not None
         image_id = self.engines.image_id(host, exp.ref)
-        tag = refs.build_tag(request.image.ref, exp.registry, refs.content_tag(image_id))
-        local = refs.local_name(request.image.ref, exp.registry).with_tag(tag)
-        cluster = refs.cluster_name(request.image.ref, exp.registry).with_tag(tag)
+        local, cluster = self._content_refs(request, exp, image_id)
         self.engines.tag(host, image_id, local)
         if needs_push(request) and exp.registry is not None:
             self.engines.push(host, local, exp.registry)
+            if request.cache_tag:
+                self._share(request, exp, host, image_id)
         return BuildResult(local, cluster)
+
+    def _content_refs(
+        self, request: BuildRequest, exp: Expected, image_id: str
+    ) -> tuple[refs.Ref, refs.Ref]:
+        tag = refs.build_tag(request.image.ref, exp.registry, refs.content_tag(image_id))
+        local = refs.local_name(request.image.ref, exp.registry).with_tag(tag)
+        return local, refs.cluster_name(request.image.ref, exp.registry).with_tag(tag)
+
+    def _cache_ref(self, request: BuildRequest, exp: Expected) -> refs.Ref:
+        """Where the registry cache keeps the build of these inputs: the image's pushed
+        repository, tagged `in-<16 hex of the inputs digest>`."""
+        tag = refs.build_tag(request.image.ref, exp.registry, request.cache_tag)
+        return refs.local_name(request.image.ref, exp.registry).with_tag(tag)
+
+    def _share(self, request: BuildRequest, exp: Expected, host: str, image_id: str) -> None:
+        """Push the build under its inputs tag too; a failure is logged, never the build's."""
+        assert exp.registry is not None
+        cached = self._cache_ref(request, exp)
+        try:
+            self.engines.tag(host, image_id, cached)
+            self.engines.push(host, cached, exp.registry)
+        except BuildError as exc:
+            logger.warning("{}: not shared in the registry cache: {}", request.image.name, exc)
+
+    def _reuse(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult | None:
+        """The build of these inputs from the registry cache, pulled and content-tagged
+        (the image id is the same, so is the tag); None, with a log line, to build."""
+        name, cached = request.image.name, self._cache_ref(request, exp)
+        try:
+            if not self.engines.in_registry(host, cached):
+                logger.info(
+                    "{}: {} is not in the registry cache; building", name, cached.familiar()
+                )
+                return None
+            image_id = self.engines.pull(host, cached)
+            local, cluster = self._content_refs(request, exp, image_id)
+            self.engines.tag(host, image_id, local)
+        except (BuildError, refs.RefError) as exc:
+            logger.warning("{}: the registry cache could not be used ({}); building", name, exc)
+            return None
+        return BuildResult(local, cluster, reused=True)
 
 
 def read_ref_file(path: Path, args: list[str]) -> refs.Ref:

@@ -72,6 +72,7 @@ class LogFormat(enum.StrEnum):
 FLAG = ""  # a flag takes no value: show none in --help (typer shows <bool>, <int> otherwise)
 DirArg = typer.Argument(Path(), help="The tree of spec files.", show_default=".")
 STATE_FOLDER = ".cmdimage-watch"
+REGISTRY_CACHE_HELP = "Reuse a build of the same inputs from the registry; share each one."
 
 
 def _dir_and_names(args: list[str] | None, need_names: bool) -> tuple[Path, list[str]]:
@@ -183,6 +184,9 @@ def build(
     force: bool = typer.Option(False, "--force", help="Build even when up to date.", metavar=FLAG),
     max_parallel: int = typer.Option(3, "--max-parallel", min=1, help="Builds at once."),
     build_timeout: float = typer.Option(0, "--build-timeout", help="Seconds; 0 is none."),
+    registry_cache: bool = typer.Option(
+        False, "--registry-cache", help=REGISTRY_CACHE_HELP, metavar=FLAG
+    ),
     verbose: int = typer.Option(
         0, "-v", "--verbose", count=True, metavar=FLAG, help="More log lines; -vv more still."
     ),
@@ -192,7 +196,10 @@ def build(
     root, names = _dir_and_names(args, need_names=False)
     output = terminal.Output(_level(verbose, quiet))
     settings = _settings(
-        root=_root(root), max_parallel=max_parallel, build_timeout=build_timeout or None
+        root=_root(root),
+        max_parallel=max_parallel,
+        build_timeout=build_timeout or None,
+        registry_cache=registry_cache,
     )
     cache = SpecCache(settings.state_dir / "specs.json")
     index = project.load(settings.root, cache)
@@ -295,6 +302,9 @@ def watch(
     poll: bool = typer.Option(
         False, "--poll", help="Poll instead of inotify (WSL, NFS).", metavar=FLAG
     ),
+    registry_cache: bool = typer.Option(
+        False, "--registry-cache", help=REGISTRY_CACHE_HELP, metavar=FLAG
+    ),
     log_format: LogFormat = typer.Option(
         "text", help="text, or json: one JSON object per event and output line, on stdout."
     ),
@@ -324,6 +334,7 @@ def watch(
         build_timeout=build_timeout or None,
         storm_threshold=storm_threshold,
         poll=poll,
+        registry_cache=registry_cache,
     )
     builder = Builder(
         settings.log_dir,

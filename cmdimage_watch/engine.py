@@ -79,6 +79,24 @@ class Engines:
         if error:
             raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
 
+    def in_registry(self, host: str, ref: refs.Ref) -> bool:
+        """Whether the registry holds `ref`: a manifest look-up through the engine (which
+        has the credentials); BuildError when the answer is neither yes nor no."""
+        try:
+            self._client(host).images.get_registry_data(str(ref))
+        except docker.errors.NotFound:
+            return False
+        except FAULTS as exc:
+            raise BuildError(f"could not look up {ref.familiar()}: {exc}") from None
+        return True
+
+    def pull(self, host: str, ref: refs.Ref) -> str:
+        """Pull `ref` into the engine at `host`; its image id."""
+        try:
+            return str(self._client(host).images.pull(ref.name, tag=ref.tag).id)
+        except FAULTS as exc:
+            raise BuildError(f"pulling {ref.familiar()} failed: {exc}") from None
+
     def unreachable(self, host: str) -> str:
         """Why the engine at `host` does not answer a ping, or "" when it does. A client of
         its own with a short timeout: the pooled one may wait much longer."""

@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from cmdimage_watch import refs
 
 API_VERSION = "tilt.dev/v1alpha1"
+REGISTRY_CACHE = "cmdimage-watch.dev/registry-cache"  # a Cluster annotation
 MAX_NAME_LENGTH = 253  # Kubernetes' DNS-1123 subdomain limit, which Tilt's names share
 
 
@@ -348,6 +349,12 @@ class Cluster(Model):
         if reg is None or not reg.host:
             return None
         return refs.Registry(reg.host, reg.host_from_container_runtime, reg.single_name)
+
+    @property
+    def registry_cache(self) -> bool:
+        """`cmdimage-watch.dev/registry-cache: "true"`: reuse builds through the registry."""
+        annotations = self.metadata.annotations
+        return isinstance(annotations, dict) and annotations.get(REGISTRY_CACHE) == "true"
 
     @property
     def docker_host(self) -> str:

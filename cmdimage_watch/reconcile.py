@@ -10,6 +10,7 @@ inputs digest against the last good build's decides; results go into the `Ledger
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ class Plan:
     maps: Maps
     inputs: Inputs
     reason: str
+    reuse: bool = True  # may come from the registry cache (not when triggered by hand)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Reconciler:
         self.ledger.deferred.pop(name, None)
         given = self.ledger.reasons.pop(name, None)  # an engine back, a git operation
         if force:
-            return Plan(image, read.cluster, read.maps, read.inputs, "manual trigger")
+            return Plan(image, read.cluster, read.maps, read.inputs, "manual trigger", False)
         refused = self.ledger.refusal(name, read.inputs.digest())
         if refused is not None:  # back to the inputs that failed (a cancelled build between)
             if self.state.images.get(name) != refused.shown:
@@ -192,7 +194,7 @@ class Reconciler:
         self._set(image.name, status.building(plan.reason, started))
         timeline.mark("status", image.name)
         logger.info("building {}: {}", image.name, plan.reason)
-        request = BuildRequest(image, plan.cluster, plan.maps, started)
+        request = BuildRequest(image, plan.cluster, plan.maps, started, self._cache_tag(plan))
         try:
             result = await self.builder.build(request)
         except (BuildError, OSError) as exc:
@@ -210,8 +212,19 @@ class Reconciler:
             logger.exception("{}: unexpected error in the build", image.name)
             self._fail(plan, f"internal error in cmdimage-watch: {exc!r}", started)
             return False
+        if result.reused:
+            reason = f"reused from registry (inputs {plan.inputs.digest()[:23]})"
+            plan = dataclasses.replace(plan, reason=reason)
         self._record(plan, result.local_ref.familiar(), result.cluster_ref.familiar(), started)
         return True
+
+    def _cache_tag(self, plan: Plan) -> str:
+        """`in-<16 hex of the inputs digest>` when the registry cache is on for this build
+        (`--registry-cache`, or its Cluster's annotation)."""
+        on = self.settings.registry_cache or (plan.cluster and plan.cluster.registry_cache)
+        if not (on and plan.reuse):
+            return ""
+        return "in-" + plan.inputs.digest().removeprefix("sha256:")[:16]
 
     def _record(self, plan: Plan, local: str, remote: str, started: datetime) -> None:
         name = plan.image.name
@@ -222,7 +235,8 @@ class Reconciler:
         except OSError as exc:
             logger.error("could not record the inputs of {}: {}", name, exc)
         self._set(name, status.succeeded(local, plan.reason, started, self.clock()))
-        logger.info("{} built: {}", name, local)
+        done = "reused from the registry cache" if plan.reason.startswith("reused") else "built"
+        logger.info("{} {}: {}", name, done, local)
 
     def _fail(self, plan: Plan, error: str, started: datetime) -> None:
         name = plan.image.name

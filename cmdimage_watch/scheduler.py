@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from loguru import logger
 
@@ -33,6 +34,7 @@ class _Slot:
     worker: asyncio.Task[None] | None = None
     build: asyncio.Task[bool] | None = None
     building: Inputs | None = None
+    spec: Path | None = None  # where the spec of the running build was
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled_by: list[str] = field(default_factory=list)  # files that cancelled the build
 
@@ -88,7 +90,9 @@ class Scheduler:
             return  # that build is over already
         if build.cancelling():
             return  # already on its way out
-        if not slot.force and new is not None and new.digest() == building.digest():
+        image = self.reconciler.index.images.get(name)
+        moved = image is not None and image.loc.path != slot.spec  # the digest is relative
+        if not moved and not slot.force and new is not None and new.digest() == building.digest():
             return
         files = [] if new is None else sources.changed_files(building, new)
         looping = self.loops.get(name, frozenset())
@@ -96,6 +100,7 @@ class Scheduler:
         if not slot.force and only_files and files and set(files) <= looping:
             return  # a loop: this build finishes, and the next one sees the change
         what = sources.describe_files(files) if files else "spec or image maps changed"
+        what = f"its spec file moved to {image.loc.path}" if moved and image else what
         logger.info(
             "{}: inputs changed during the build ({}); cancelling it to start again", name, what
         )
@@ -169,7 +174,7 @@ class Scheduler:
             if slot.dirty:  # changed again while queued: plan anew
                 slot.force |= force
                 return False
-            slot.building = plan.inputs
+            slot.building, slot.spec = plan.inputs, plan.image.loc.path
             build = self.reconciler.build(plan, INPUTS_CHANGED)
             slot.build = asyncio.create_task(build, name=f"build {name}")
             try:

@@ -47,6 +47,11 @@ class Settings(BaseModel):
         25, ge=1, description="A batch rebuilding more images than this is logged as a storm."
     )
     poll: bool = Field(False, description="Poll the filesystem instead of using inotify.")
+    registry_cache: bool = Field(
+        False,
+        description="Share builds through the registry by their inputs digest: push each "
+        "pushed build tagged in-<digest>, and pull that instead of building when it is there.",
+    )
 
     @property
     def state_dir(self) -> Path:

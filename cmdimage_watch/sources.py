@@ -348,7 +348,8 @@ class Inputs:
     ) -> Inputs:
         spec = image.spec.model_dump(mode="json")
         cluster_spec = cluster.spec.model_dump(mode="json") if cluster else None
-        return cls(spec, str(image.dir), maps, cluster_spec, sources)
+        folder = os.path.relpath(image.dir, image.loc.path.parent)  # the same on every machine
+        return cls(spec, folder, maps, cluster_spec, sources)
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy
