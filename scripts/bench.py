@@ -7,12 +7,13 @@ debounce at all), entr (which waits for 50 ms without an event, as we do) and wa
 own CLI; where our latency goes (the daemon's `-vv` timeline of each save); start-up at four
 tree sizes and its slope; idle CPU, RSS and the cost of one save in the biggest tree; and a
 fan-out of one base to many dependents at several `--max-parallel`; and a save's latency with
-100 dashboards streaming events from `--ui`, against the daemon without it. Everything is reported
+100 dashboards streaming events from `--ui`, against the daemon without it; and the sample
+graph reused from the registry on a second engine, against building it there. Everything is reported
 as measured values and ratios of this run; nothing asserts a time: the machines are shared
 and noisy, read the table. `BENCHMARKS.md` holds a full run.
 
     scripts/bench.py [--saves N] [--images N] [--files N] [--fanout N] [--profile DIR]
-                     [--json FILE] [--only latency,burst,startup,fanout,dashboard]
+                     [--json FILE] [--only latency,burst,startup,fanout,dashboard,reuse]
 """
 
 from __future__ import annotations
@@ -452,6 +453,62 @@ def top_frames(raw: Path, package: str, count: int) -> list[str]:
     return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(count)]
 
 
+def sample_checkout(into: Path, registry: str, greeting: str, step_s: int = 0) -> Path:
+    """A copy of the sample whose Cluster names `registry`, with a greeting of its own (so
+    that its inputs are new to the registry)."""
+    root = Path(__file__).resolve().parent.parent / "sample-project"
+    shutil.copytree(root, into, ignore=shutil.ignore_patterns(".cmdimage-watch", "*.status.*"))
+    (into / "base" / "greeting.txt").write_text(greeting)
+    if step_s:  # a build step of that long, as real builds have (compiling, installing)
+        with (into / "base" / "Dockerfile").open("a") as dockerfile:
+            dockerfile.write(f"RUN sleep {step_s}\n")
+    (into / "cluster.yaml").write_text(
+        "apiVersion: tilt.dev/v1alpha1\nkind: Cluster\nmetadata: {name: default}\n"
+        f"spec: {{defaultRegistry: {{host: '{registry}'}}}}\n"
+    )
+    return into
+
+
+def timed_build(root: Path, engine: str, *flags: str) -> float:
+    env = os.environ | {"DOCKER_HOST": engine, "DOCKER_BUILDKIT": "0"}
+    cmd = [PYTHON, "-m", "cmdimage_watch", "build", str(root), "-q", *flags]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def bench_reuse(work: Path, report: Report, rounds: int = 3, step_s: int = 0) -> None:
+    """Issue 14: the sample graph on a second engine, reused from the registry, against
+    the same graph built there with the cache off. Each round has a greeting of its own;
+    `step_s` adds a build step of that many seconds to sample-base."""
+    first, second = os.environ.get("DOCKER_HOST", ""), os.environ.get("CIW_DOCKER_HOST_2", "")
+    registry = os.environ.get("CIW_REGISTRY", "")
+    if not (first and second and registry):
+        sys.exit(
+            "the reuse bench needs two engines and a registry: eval $(scripts/services.sh env)"
+        )
+    shared, reused, cold = [], [], []
+    for n in range(rounds):
+        greeting = f"bench {n} {time.time_ns()}\n"
+        trees = [
+            sample_checkout(work / f"reuse-{step_s}-{n}-{who}", registry, greeting, step_s)
+            for who in "abc"
+        ]
+        shared.append(timed_build(trees[0], first, "--registry-cache"))
+        reused.append(timed_build(trees[1], second, "--registry-cache"))
+        cold.append(timed_build(trees[2], second))
+    hit, built = statistics.median(reused), statistics.median(cold)
+    report.add(
+        f"the sample graph on a second engine, reused from the registry ({rounds} rounds"
+        + (f", sample-base with a {step_s} s step)" if step_s else ")"),
+        "",
+        f"{hit:.2f} s",
+        f"built there with the cache off: {built:.2f} s, so the reuse takes {hit / built:.2f}x; "
+        f"the first clone, building and sharing: {statistics.median(shared):.2f} s. "
+        "sample-tool builds in every case (its script picks its ref; nothing pushes it)",
+    )
+
+
 @contextmanager
 def sse_clients(port: int, count: int) -> Iterator[list[int]]:
     """`count` dashboards' event streams (`/api/events`), each read as fast as it comes by
@@ -588,7 +645,7 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy records go here")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--only", default="latency,burst,startup,fanout,dashboard", help="these parts"
+        "--only", default="latency,burst,startup,fanout,dashboard,reuse", help="these parts"
     )
     args = parser.parse_args()
     for tool in ("entr", "inotifywait", "watchfiles"):
@@ -620,6 +677,10 @@ def main() -> int:
         if "dashboard" in parts:
             print("dashboard", flush=True)
             bench_dashboard(work, args.saves, report)
+        if "reuse" in parts:
+            print("reuse", flush=True)
+            bench_reuse(work, report)
+            bench_reuse(work, report, rounds=2, step_s=3)
     print()
     print(report.markdown())
     if args.json:
