@@ -121,3 +121,18 @@ def test_a_save_while_git_only_looks_is_built_with_its_own_cause(
     daemon.settle()
     assert tree.lines()[2] == "base"  # app follows only if base's tilt-build-<second> moved
     assert reason(tree, "base") == "changed files: src/f0000.txt"
+
+
+def test_a_pull_is_one_batch_named_pull(tree: Tree, daemon: Watcher, tmp_path: Path) -> None:
+    """A teammate's commit fetched and fast-forwarded from another clone."""
+    other = Tree(tmp_path / "other", tmp_path / "other-out", tree.uid)
+    subprocess.run(["git", "clone", "-q", str(tree.root), str(other.root)], check=True)
+    for name in ("base", "app"):
+        write_sources(other, name, "theirs")
+    git(other, "commit", "-q", "-am", "theirs")
+
+    git(tree, "pull", "-q", "--ff-only", str(other.root), "main")
+    daemon.settle()
+
+    assert tree.lines()[2:] == ["base", "app"]
+    assert reason(tree, "base") == f"git pull: {2 * FILES} files"
