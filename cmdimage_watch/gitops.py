@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
 
 LOOK_S = 0.01  # how often a held batch looks whether the lock is gone
+STALE_S = 30.0  # a lock older than this is a crashed git's: it holds nothing any more
 AFTER_S = 0.25  # the least quiet after the lock goes: `stash` and `rebase` take it in steps
 
 Release = Callable[[set[Path], str], None]  # (paths, cause or "")
@@ -51,6 +53,7 @@ class GitHold:
         self._offers = 0  # batches held so far: a new one restarts the quiet period
         self._logs: dict[Path, int] = {}  # reflog sizes when the hold began
         self._seen = self._sizes()  # reflog sizes at the last batch
+        self._stale: tuple[int, int] | None = None  # (inode, mtime) of a lock left behind
 
     def offer(self, paths: set[Path]) -> bool:
         """Hold `paths` if a git operation is under way (or one is held already)."""
@@ -75,8 +78,9 @@ class GitHold:
 
     async def _wait(self) -> None:
         while True:
-            while self._locked():  # noqa: ASYNC110 (a file in .git, unwatched: looked at)
+            while self._locked():  # a file in .git, which is not watched: looked at
                 await asyncio.sleep(LOOK_S)
+                self._notice_stale()
             offers = self._offers
             await asyncio.sleep(self.quiet)
             if not self._locked() and offers == self._offers:
@@ -90,8 +94,29 @@ class GitHold:
         self.release(held, cause)
 
     def _locked(self) -> bool:
+        """Whether git holds its index lock (one a crashed git left does not count)."""
         assert self.dir is not None
-        return (self.dir / "index.lock").exists()
+        try:
+            found = (self.dir / "index.lock").stat()
+        except OSError:
+            return False
+        return (found.st_ino, found.st_mtime_ns) != self._stale
+
+    def _notice_stale(self) -> None:
+        assert self.dir is not None
+        lock = self.dir / "index.lock"
+        try:
+            found = lock.stat()
+        except OSError:
+            return
+        if time.time() - found.st_mtime > STALE_S:
+            self._stale = (found.st_ino, found.st_mtime_ns)
+            logger.warning(
+                "{} is {:.0f} s old: a git that crashed left it (git itself refuses to work "
+                "until it is removed); handling the changes held meanwhile",
+                lock,
+                time.time() - found.st_mtime,
+            )
 
     def _reflogs(self) -> list[Path]:
         assert self.dir is not None

@@ -8,7 +8,9 @@ slow disk or a big checkout cuts it with the defaults), and dependents would bui
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +138,17 @@ def test_a_pull_is_one_batch_named_pull(tree: Tree, daemon: Watcher, tmp_path: P
 
     assert tree.lines()[2:] == ["base", "app"]
     assert reason(tree, "base") == f"git pull: {2 * FILES} files"
+
+
+def test_a_lock_a_crashed_git_left_holds_nothing(tree: Tree, daemon: Watcher) -> None:
+    lock = tree.root / ".git" / "index.lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    (tree.root / "base" / "src" / "f0000.txt").write_text("saved\n")
+    daemon.wait_log("index.lock is 60 s old: a git that crashed left it")
+    daemon.settle()
+    assert tree.lines()[2] == "base"
+    (tree.root / "base" / "src" / "f0001.txt").write_text("saved again\n")
+    daemon.settle()  # the same lock: not held again, not warned of again
+    assert tree.lines().count("base") == 3
+    assert daemon.output().count("a git that crashed left it") == 1
