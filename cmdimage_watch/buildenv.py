@@ -35,6 +35,7 @@ class BuildRequest:
     image_maps: list[tuple[str, models.ImageMapStatus]]  # in `spec.imageMaps` order
     started_at: datetime
     cache_tag: str = ""  # `in-<16 hex of the inputs digest>` with the registry cache on
+    reuse: bool = True  # may be pulled from the cache (a trigger builds, then shares)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class BuildResult:
     local_ref: refs.Ref
     cluster_ref: refs.Ref
     reused: bool = False  # pulled from the registry cache: no command ran
+    image_id: str = ""  # of a build the daemon content-tagged
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class Builder:
     async def _build(self, request: BuildRequest) -> BuildResult:
         image, exp = request.image, expected(request)
         host = docker_host(image, request.cluster, self.environ)
-        if request.cache_tag and reusable(request, exp.registry):
+        if request.cache_tag and request.reuse and reusable(request, exp.registry):
             reused = await asyncio.to_thread(self._reuse, request, exp, host)
             if reused is not None:
                 return reused
@@ -148,9 +148,7 @@ class Builder:
         self.engines.tag(host, image_id, local)
         if needs_push(request) and exp.registry is not None:
             self.engines.push(host, local, exp.registry)
-            if request.cache_tag:
-                self._share(request, exp, host, image_id)
-        return BuildResult(local, cluster)
+        return BuildResult(local, cluster, image_id=image_id)
 
     def _content_refs(
         self, request: BuildRequest, exp: Expected, image_id: str
@@ -165,14 +163,20 @@ class Builder:
         tag = refs.build_tag(request.image.ref, exp.registry, request.cache_tag)
         return refs.local_name(request.image.ref, exp.registry).with_tag(tag)
 
-    def _share(self, request: BuildRequest, exp: Expected, host: str, image_id: str) -> None:
-        """Push the build under its inputs tag too; a failure is logged, never the build's."""
+    async def share(self, request: BuildRequest, result: BuildResult) -> None:
+        """Push a finished build under its inputs tag too (`reconcile` calls it once the
+        build is recorded and its inputs are checked unchanged); a failure is logged, never
+        the build's."""
+        exp = expected(request)
+        if not (request.cache_tag and result.image_id and reusable(request, exp.registry)):
+            return
         assert exp.registry is not None
+        host = docker_host(request.image, request.cluster, self.environ)
         cached = self._cache_ref(request, exp)
         try:
-            self.engines.tag(host, image_id, cached)
-            self.engines.push(host, cached, exp.registry)
-        except BuildError as exc:
+            await asyncio.to_thread(self.engines.tag, host, result.image_id, cached)
+            await asyncio.to_thread(self.engines.push, host, cached, exp.registry)
+        except (BuildError, refs.RefError) as exc:
             logger.warning("{}: not shared in the registry cache: {}", request.image.name, exc)
 
     def _reuse(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult | None:
@@ -180,10 +184,9 @@ class Builder:
         (the image id is the same, so is the tag); None, with a log line, to build."""
         name, cached = request.image.name, self._cache_ref(request, exp)
         try:
-            if not self.engines.in_registry(host, cached):
-                logger.info(
-                    "{}: {} is not in the registry cache; building", name, cached.familiar()
-                )
+            found = self.engines.in_registry(host, cached)
+            if found != "yes":
+                logger.info("{}: {} {}; building", name, cached.familiar(), found)
                 return None
             image_id = self.engines.pull(host, cached)
             local, cluster = self._content_refs(request, exp, image_id)

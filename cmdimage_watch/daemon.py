@@ -176,17 +176,19 @@ class Daemon:
         """Handle a batch; True when the folders to watch changed."""
         timeline.mark("loop", len(batch.paths))
         number = self.dispatch.count(batch.paths)
-        if batch.poll:
-            self.dispatch.recheck_later(batch.paths)
         if self.git.offer(batch.paths):  # git is rewriting the tree: one batch when done
             self._held.append(number)
             return False
+        if batch.poll:
+            self.dispatch.recheck_later(batch.paths)
         rewatch = self._handle(batch.paths)
         self._spawn(self.dispatch.report_idle(number))
         return rewatch
 
     def _after_git(self, paths: set[Path], why: str) -> None:
         """The batches held while git worked, as one."""
+        if self.watchset.poll:
+            self.dispatch.recheck_later(paths)  # after the operation, not in its middle
         if self._handle(paths, why):
             self.watchset.rewatch_now()
         held, self._held = self._held, []

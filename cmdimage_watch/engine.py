@@ -79,16 +79,22 @@ class Engines:
         if error:
             raise BuildError(f"Pushing {ref.familiar()} to {registry.host} failed: {error}")
 
-    def in_registry(self, host: str, ref: refs.Ref) -> bool:
-        """Whether the registry holds `ref`: a manifest look-up through the engine (which
-        has the credentials); BuildError when the answer is neither yes nor no."""
+    def in_registry(self, host: str, ref: refs.Ref) -> str:
+        """Whether the registry holds `ref` for this engine's platform: "yes", or why not
+        (a manifest look-up through the engine, which has the credentials); BuildError
+        when the answer is neither."""
         try:
-            self._client(host).images.get_registry_data(str(ref))
+            client = self._client(host)
+            found = client.images.get_registry_data(str(ref))
+            version = client.version()
+            platform = f"{version.get('Os', 'linux')}/{version.get('Arch', 'amd64')}"
         except docker.errors.NotFound:
-            return False
+            return "is not in the registry cache"
         except FAULTS as exc:
             raise BuildError(f"could not look up {ref.familiar()}: {exc}") from None
-        return True
+        if not found.has_platform(platform):
+            return f"is in the registry cache, but not for {platform}"
+        return "yes"
 
     def pull(self, host: str, ref: refs.Ref) -> str:
         """Pull `ref` into the engine at `host`; its image id."""

@@ -226,7 +226,7 @@ def _left(path: Path, base: Path, why: LeftOut, folder: bool = False) -> LeftOut
     return LeftOut(rel, why.rule, why.file, why.line)
 
 
-def _folder_rule(path: Path, root: sources.Root, rules: list[_Rule]) -> LeftOut | None:
+def _folder_rule(path: Path, root: sources.Root, rules: list[list[_Rule]]) -> LeftOut | None:
     if sources.is_hidden_folder(path.name):
         return LeftOut("", "hidden folders are never sources (nor watched)")
     if root.ignored(path, True):
@@ -234,7 +234,7 @@ def _folder_rule(path: Path, root: sources.Root, rules: list[_Rule]) -> LeftOut 
     return None
 
 
-def _file_rule(path: Path, image: Image, index: Index, rules: list[_Rule]) -> LeftOut:
+def _file_rule(path: Path, image: Image, index: Index, rules: list[list[_Rule]]) -> LeftOut:
     if sources.is_never_source(path.name):
         return LeftOut("", "status files and editor temporaries are never sources")
     if path in index.files:
@@ -246,21 +246,25 @@ def _file_rule(path: Path, image: Image, index: Index, rules: list[_Rule]) -> Le
     return _matching(path, rules)
 
 
-def _matching(path: Path, rules: list[_Rule], folder: bool = False) -> LeftOut:
-    """The rule that decides: the last pattern that matches, as docker reads them."""
-    last: _Rule | None = None
-    for rule in rules:
-        if rule.base != path and rule.base not in path.parents:
-            continue
-        rel = path.relative_to(rule.base).as_posix() + ("/" if folder else "")
-        if rule.spec.match_file(rel):
-            last = rule
-    if last is None or last.negated:
-        return LeftOut("", "left out by the ignore rules of a folder above it")
-    return LeftOut("", f"matches {last.pattern}", last.file, last.line)
+def _matching(path: Path, groups: list[list[_Rule]], folder: bool = False) -> LeftOut:
+    """The rule that decides: in each group (a .dockerignore, one FileWatch ignore), the
+    last pattern that matches, as docker reads them; the first group that leaves it out."""
+    for rules in groups:
+        last: _Rule | None = None
+        for rule in rules:
+            if rule.base != path and rule.base not in path.parents:
+                continue
+            rel = path.relative_to(rule.base).as_posix() + ("/" if folder else "")
+            if rule.spec.match_file(rel):
+                last = rule
+        if last is not None and not last.negated:
+            return LeftOut("", f"matches {last.pattern}", last.file, last.line)
+    return LeftOut("", "left out by the ignore rules of a folder above it")
 
 
-def _rules(image: Image, index: Index) -> list[_Rule]:
+def _rules(image: Image, index: Index) -> list[list[_Rule]]:
+    """The ignore patterns of the image's sources, with where each is written: one group
+    for its .dockerignore, or one per ignore entry of its FileWatch (each decides alone)."""
     watch = index.file_watches.get(f"image:{image.publishes}")
     if watch is None:
         ignore = image.dir / ".dockerignore"
@@ -269,14 +273,21 @@ def _rules(image: Image, index: Index) -> list[_Rule]:
         except (OSError, UnicodeDecodeError):
             return []
         written = [(n, line) for n, line in enumerate(lines, 1)]
-        return _compiled(image.dir, written, str(ignore))
+        return [_compiled(image.dir, written, str(ignore))]
     loc = index.file_watch_locs[watch.metadata.name]
-    rules: list[_Rule] = []
-    for item in watch.spec.ignores:
-        written = [(loc.line, pattern) for pattern in item.patterns]
+    entries = index.files[loc.path].entries if loc.path in index.files else []
+    marks = next((dict((m[0], m[1]) for m in e.marks) for e in entries if e.loc == loc), {})
+    groups = []
+    for i, item in enumerate(watch.spec.ignores):
+        at = f"spec.ignores[{i}]"
+        written = [
+            (marks.get(f"{at}.patterns[{j}]", marks.get(at, loc.line)), pattern)
+            for j, pattern in enumerate(item.patterns)
+        ]
         where = f"{loc.path} (FileWatch {watch.metadata.name})"
-        rules += _compiled(Path(os.path.normpath(loc.path.parent / item.base_path)), written, where)
-    return rules
+        base = Path(os.path.normpath(loc.path.parent / item.base_path))
+        groups.append(_compiled(base, written, where))
+    return groups
 
 
 def _compiled(base: Path, written: list[tuple[int, str]], file: str) -> list[_Rule]:

@@ -24,6 +24,8 @@ from loguru import logger
 
 LOOK_S = 0.01  # how often a held batch looks whether the lock is gone
 STALE_S = 30.0  # a lock older than this is a crashed git's: it holds nothing any more
+RECENT_S = 3.0  # a reflog line this young belongs to the operation whose writes arrive now
+QUIET_OPS = {"commit"}  # operations that move a ref but rewrite no file of the tree
 AFTER_S = 0.25  # the least quiet after the lock goes: `stash` and `rebase` take it in steps
 
 Release = Callable[[set[Path], str], None]  # (paths, cause or "")
@@ -52,6 +54,7 @@ class GitHold:
         self._task: asyncio.Task[None] | None = None
         self._offers = 0  # batches held so far: a new one restarts the quiet period
         self._logs: dict[Path, int] = {}  # reflog sizes when the hold began
+        self._began = 0.0  # when it began
         self._seen = self._sizes()  # reflog sizes at the last batch
         self._stale: tuple[int, int] | None = None  # (inode, mtime) of a lock left behind
 
@@ -60,12 +63,13 @@ class GitHold:
         if self.dir is None:
             return False
         before, self._seen = self._seen, self._sizes()
-        if self._task is None and not self._locked() and before == self._seen:
+        moved = before != self._seen and self._operation(before, time.time()) != ""
+        if self._task is None and not self._locked() and not moved:
             return False
         self.held |= paths
         self._offers += 1
         if self._task is None:
-            self._logs = before
+            self._logs, self._began = before, time.time()
             logger.debug("git is working in {}: holding changes until it is done", self.dir)
             self._task = asyncio.create_task(self._wait())
         return True
@@ -87,7 +91,7 @@ class GitHold:
                 break
         held, self.held, self._task = self.held, set(), None
         self._seen = self._sizes()
-        operation = self._operation()
+        operation = self._operation(self._logs, self._began)
         files = sum(1 for p in held if self.state not in p.parents and not p.is_dir())
         cause = f"git {operation}: {files} files" if operation else ""
         logger.debug("git is done{}: {} paths held", f" ({cause})" if cause else "", len(held))
@@ -125,25 +129,42 @@ class GitHold:
     def _sizes(self) -> dict[Path, int]:
         return {log: _size(log) for log in self._reflogs()} if self.dir else {}
 
-    def _operation(self) -> str:
-        """What the reflogs say happened during the hold: `checkout`, `stash`, …; "" if
-        they say nothing (a lock taken to refresh the index)."""
+    def _operation(self, since: dict[Path, int], at: float) -> str:
+        """What the reflogs say git did since `since` (their sizes then), in lines dated
+        from RECENT_S before `at` on: `checkout`, `stash`, `pull`, …, the last one that
+        rewrites files; "" if none (a lock taken to refresh the index, a commit)."""
         stash, head = self._reflogs()
-        if _size(stash) != self._logs.get(stash):
-            return "stash"
-        before = max(0, self._logs.get(head, 0))
-        try:
-            with head.open("rb") as log:
-                log.seek(before)
-                added = log.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return ""
-        for line in added:  # `<old> <new> <who> <when>\t<what>: <detail>`
-            what = line.partition("\t")[2]
+        if _size(stash) != since.get(stash, -1) and _mtime(stash) >= at - RECENT_S:
+            return "stash"  # a stash pop or drop rewrites (or removes) its log
+        found = ""
+        for when, what in _lines(head, since.get(head, -1)):
             word = re.match(r"[a-z-]+", what)
-            if word:
-                return word[0]
-        return ""
+            if word and when >= at - RECENT_S and word[0] not in QUIET_OPS:
+                found = word[0]
+        return found
+
+
+def _lines(log: Path, start: int) -> list[tuple[int, str]]:
+    """The reflog's lines from byte `start` on: (their time, what they say)."""
+    try:
+        with log.open("rb") as opened:
+            opened.seek(max(0, start))
+            text = opened.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    found = []
+    for line in text.splitlines():  # `<old> <new> <who> <unix time> <zone>\t<what>: ...`
+        head, _, what = line.partition("\t")
+        when = re.search(r" (\d+) [+-]\d{4}$", head)
+        found.append((int(when[1]) if when else 0, what))
+    return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()  # removed: just now, as far as anyone can tell
 
 
 def _size(path: Path) -> int:

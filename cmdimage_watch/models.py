@@ -354,7 +354,8 @@ class Cluster(Model):
     def registry_cache(self) -> bool:
         """`cmdimage-watch.dev/registry-cache: "true"`: reuse builds through the registry."""
         annotations = self.metadata.annotations
-        return isinstance(annotations, dict) and annotations.get(REGISTRY_CACHE) == "true"
+        value = annotations.get(REGISTRY_CACHE) if isinstance(annotations, dict) else None
+        return value is True or str(value).lower() == "true"  # `true` unquoted is a bool
 
     @property
     def docker_host(self) -> str:

@@ -19,7 +19,7 @@ from loguru import logger
 
 from cmdimage_watch import gating, models, project, sources, status, timeline
 from cmdimage_watch.buildenv import EngineUnreachable
-from cmdimage_watch.builder import Builder, BuildError, BuildRequest
+from cmdimage_watch.builder import Builder, BuildError, BuildRequest, BuildResult
 from cmdimage_watch.gating import Maps, Waiting
 from cmdimage_watch.graph import Image, Index
 from cmdimage_watch.hashes import Hashes
@@ -194,7 +194,8 @@ class Reconciler:
         self._set(image.name, status.building(plan.reason, started))
         timeline.mark("status", image.name)
         logger.info("building {}: {}", image.name, plan.reason)
-        request = BuildRequest(image, plan.cluster, plan.maps, started, self._cache_tag(plan))
+        tag = self._cache_tag(plan)
+        request = BuildRequest(image, plan.cluster, plan.maps, started, tag, plan.reuse)
         try:
             result = await self.builder.build(request)
         except (BuildError, OSError) as exc:
@@ -216,13 +217,24 @@ class Reconciler:
             reason = f"reused from registry (inputs {plan.inputs.digest()[:23]})"
             plan = dataclasses.replace(plan, reason=reason)
         self._record(plan, result.local_ref.familiar(), result.cluster_ref.familiar(), started)
+        if tag and not result.reused:
+            await self._share(plan, request, result)
         return True
+
+    async def _share(self, plan: Plan, request: BuildRequest, result: BuildResult) -> None:
+        """Share the build under its inputs digest, unless its sources changed while the
+        command read them: the image would not be the build of those inputs."""
+        now = await self.inputs_of(plan.image.name)
+        if now is None or now.digest() != plan.inputs.digest():
+            logger.info("{}: its inputs changed during the build; not shared", plan.image.name)
+            return
+        await self.builder.share(request, result)
 
     def _cache_tag(self, plan: Plan) -> str:
         """`in-<16 hex of the inputs digest>` when the registry cache is on for this build
         (`--registry-cache`, or its Cluster's annotation)."""
         on = self.settings.registry_cache or (plan.cluster and plan.cluster.registry_cache)
-        if not (on and plan.reuse):
+        if not on:
             return ""
         return "in-" + plan.inputs.digest().removeprefix("sha256:")[:16]
 

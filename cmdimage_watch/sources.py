@@ -372,6 +372,8 @@ def change_reason(old: Inputs | None, new: Inputs) -> str:
     """Why `new` needs a build after `old` was built, in words; "" when nothing changed."""
     if old is None:
         return "initial build"
+    if Path(old.dir).is_absolute():  # recorded before the digest was made machine-independent
+        return "inputs recorded by an older cmdimage-watch"
     if (old.spec, old.dir) != (new.spec, new.dir):
         return "spec changed"
     if old.cluster != new.cluster:

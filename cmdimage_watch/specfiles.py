@@ -418,7 +418,7 @@ def _entry(doc: _Doc, value: dict[str, Any], at: tuple[str | int, ...]) -> Entry
     return Entry(kind, name, loc, obj, marks=marks)
 
 
-MARKED_DEPTH = 3  # `spec.defaultRegistry.host`, `spec.imageMaps[0]`
+MARKED_DEPTH = 5  # `spec.imageMaps[0]`, `spec.ignores[0].patterns[1]` (for explain)
 
 
 def _marks(doc: _Doc, at: tuple[str | int, ...]) -> tuple[tuple[str, int, int], ...]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import cmdimage, filewatch, write
+from tests.helpers import cmdimage, write
 
 ROOT_ARGS = ["sh", "-c", "true"]
 
@@ -96,23 +96,60 @@ def test_files_left_out_name_their_rule_with_its_file_and_line(tmp_path: Path) -
     assert left[".git/"]["rule"].startswith("hidden folders are never sources")
 
 
-def test_a_filewatch_ignore_is_named_with_its_object(tmp_path: Path) -> None:
+FILEWATCH = """\
+apiVersion: tilt.dev/v1alpha1
+kind: FileWatch
+metadata:
+  name: image:ciw-explain-app
+spec:
+  watchedPaths: [src]
+  ignores:
+    - basePath: src
+      patterns:
+        - "*.txt"
+        - "!gen.txt"
+    - basePath: src
+      patterns:
+        - gen.txt
+"""
+
+
+def test_a_filewatch_ignore_is_named_with_its_object_and_line(tmp_path: Path) -> None:
+    """Each ignore entry decides alone, as the daemon applies them: the first entry brings
+    gen.txt back, the second leaves it out, and that is the rule named."""
     root = tmp_path / "tree"
     image(root, "app")
-    (root / "app" / "src").mkdir()
-    (root / "app" / "src" / "main.txt").write_text("main")
-    (root / "app" / "src" / "gen.txt").write_text("generated")
-    watch = filewatch(
-        "image:ciw-explain-app",
-        watchedPaths=["src"],
-        ignores=[{"basePath": "src", "patterns": ["gen.txt"]}],
-    )
-    spec = write(root / "app" / "watch.yaml", watch)
+    for name in ("main.go", "notes.txt", "gen.txt"):
+        (root / "app" / "src").mkdir(parents=True, exist_ok=True)
+        (root / "app" / "src" / name).write_text(name)
+    spec = root / "app" / "watch.yaml"
+    spec.write_text(FILEWATCH)
     built(root)
-    (item,) = [i for i in explained(root, "app")["leftOut"] if i["path"] == "src/gen.txt"]
-    assert item["rule"] == "matches gen.txt"
-    assert item["file"] == f"{spec} (FileWatch image:ciw-explain-app)"
-    assert item["line"] == 1
+    left = {i["path"]: i for i in explained(root, "app")["leftOut"]}
+    where = f"{spec} (FileWatch image:ciw-explain-app)"
+    assert left["src/notes.txt"] == {
+        "path": "src/notes.txt",
+        "rule": "matches *.txt",
+        "file": where,
+        "line": 10,
+    }
+    assert (left["src/gen.txt"]["rule"], left["src/gen.txt"]["line"]) == ("matches gen.txt", 14)
+    assert "src/main.go" not in left
+
+
+def test_explain_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    image(root, "app")
+    (root / "app" / "a.txt").write_text("a")
+    built(root)
+    (root / "app" / "a.txt").write_text("b")
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+    before = snapshot()
+    assert explained(root, "app")["changed"] == ["a.txt"]
+    assert snapshot() == before
 
 
 def test_an_image_waits_for_what_it_is_built_from(tmp_path: Path) -> None:

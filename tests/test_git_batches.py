@@ -152,3 +152,28 @@ def test_a_lock_a_crashed_git_left_holds_nothing(tree: Tree, daemon: Watcher) ->
     daemon.settle()  # the same lock: not held again, not warned of again
     assert tree.lines().count("base") == 3
     assert daemon.output().count("a git that crashed left it") == 1
+
+
+def test_a_commit_names_neither_the_next_save_nor_the_next_checkout(
+    tree: Tree, watchers: Watchers
+) -> None:
+    git(tree, "checkout", "-q", "-b", "feature")
+    for name in ("base", "app"):
+        write_sources(tree, name, "v2")
+    git(tree, "commit", "-q", "-am", "v2")
+    git(tree, "checkout", "-q", "main")
+    daemon = watchers.start(tree.root, "--debounce", "0.02", "--debounce-max", "0.05")
+    wait_until(lambda: len(tree.lines()) == 2, "the first builds")
+    daemon.settle()
+
+    git(tree, "commit", "-q", "--allow-empty", "-m", "nothing")  # moves HEAD, no file
+    (tree.root / "base" / "src" / "f0000.txt").write_text("saved\n")
+    daemon.settle()
+    assert reason(tree, "base") == "changed files: src/f0000.txt"
+
+    before = len(tree.lines())  # app follows the save only if base's tag's second moved
+    git(tree, "checkout", "-q", "-f", "feature")  # and a commit right after it
+    git(tree, "commit", "-q", "--allow-empty", "-m", "again")
+    daemon.settle()
+    assert reason(tree, "base") == f"git checkout: {2 * FILES} files"
+    assert tree.lines()[before:] == ["base", "app"]

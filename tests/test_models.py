@@ -202,3 +202,17 @@ def test_every_kind_has_a_model_and_lists_name_their_items() -> None:
     for kind, model in models.MODELS.items():
         with pytest.raises(ValidationError):
             model.model_validate({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}})
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("true", True), (True, True), ("True", True), ("false", False), (1, False)]
+)
+def test_the_registry_cache_annotation_reads_true_quoted_or_not(value: object, on: bool) -> None:
+    found = models.Cluster.model_validate(
+        {
+            "apiVersion": "tilt.dev/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "default", "annotations": {models.REGISTRY_CACHE: value}},
+        }
+    )
+    assert found.registry_cache is on

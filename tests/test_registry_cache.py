@@ -141,6 +141,19 @@ def test_a_daemon_on_an_annotated_cluster_reuses_them_too(
         daemon.settle()
         assert ran(second) == {"sample-tool"}
         assert daemon.problems() == []
+
+        # a trigger asks for a build: the command runs, though the registry holds it
+        triggered = run_cli("trigger", second, "sample-base", env=env)
+        assert triggered.returncode == 0, triggered.stderr
+        wait_until(
+            lambda: (
+                status(second, "base", "sample-base").get("completed", {}).get("reason")
+                == "manual trigger"
+            ),
+            "the triggered build",
+            timeout=120,
+        )
+        assert "sample-base" in ran(second)
     finally:
         watchers.stop_all()
 
@@ -154,18 +167,21 @@ class _Engines:
     def __init__(self, fail: str) -> None:
         self.fail, self.calls = fail, list[str]()
 
-    def in_registry(self, host: str, ref: refs.Ref) -> bool:
+    def in_registry(self, host: str, ref: refs.Ref) -> str:
         self.calls.append(f"look up {ref}")
         if self.fail == "down":
             raise buildenv.BuildError("could not look up it: connection refused")
-        return self.fail != "miss"
+        return {
+            "miss": "is not in the registry cache",
+            "platform": "is in the registry cache, but not for linux/arm64",
+        }.get(self.fail, "yes")
 
     def pull(self, host: str, ref: refs.Ref) -> str:
         self.calls.append(f"pull {ref}")
         raise buildenv.BuildError("pulling it failed: unauthorized")
 
 
-@pytest.mark.parametrize("fail", ["miss", "down", "pull"])
+@pytest.mark.parametrize("fail", ["miss", "platform", "down", "pull"])
 def test_a_miss_or_a_fault_of_the_registry_means_building(tmp_path: Path, fail: str) -> None:
     spec = write(
         tmp_path / "app" / "app.yaml",
@@ -192,6 +208,8 @@ def test_a_miss_or_a_fault_of_the_registry_means_building(tmp_path: Path, fail: 
     (line,) = said
     why = {
         "miss": "INFO app: localhost:5000/app:in-0123456789abcdef is not in the registry cache",
+        "platform": "INFO app: localhost:5000/app:in-0123456789abcdef is in the registry "
+        "cache, but not for linux/arm64",
         "down": "WARNING app: the registry cache could not be used (could not look up it",
         "pull": "WARNING app: the registry cache could not be used (pulling it failed",
     }[fail]

@@ -175,7 +175,7 @@ def test_hashes_are_kept_between_runs_for_the_files_this_run_saw(tmp_path: Path)
 def _inputs(**changes: object) -> Inputs:
     base: dict[str, object] = {
         "spec": {"ref": "app"},
-        "dir": "/src",
+        "dir": ".",  # relative to the spec file: the same on every machine
         "image_maps": [("base", "base:tilt-1")],
         "cluster": None,
         "sources": {"a.go": "1", "b.go": "2"},
@@ -202,6 +202,8 @@ def test_change_reasons_name_the_cause() -> None:
     assert change_reason(old, _inputs(sources=changed)) == (
         "changed files: a.go, b.go, c.go (+2 more)"
     )
+    older = _inputs(dir="/home/me/src/app")  # recorded before dirs were relative
+    assert change_reason(older, old) == "inputs recorded by an older cmdimage-watch"
 
 
 def test_digest_is_stable_and_round_trips_through_json() -> None:
