@@ -177,3 +177,22 @@ def test_a_commit_names_neither_the_next_save_nor_the_next_checkout(
     daemon.settle()
     assert reason(tree, "base") == f"git checkout: {2 * FILES} files"
     assert tree.lines()[before:] == ["base", "app"]
+
+
+def test_a_rebase_is_one_batch_named_rebase(tree: Tree, daemon: Watcher) -> None:
+    """feature changes the base, main the app; rebasing feature onto main rewrites both."""
+    git(tree, "checkout", "-q", "-b", "feature")
+    write_sources(tree, "base", "feature")
+    git(tree, "commit", "-q", "-am", "feature")
+    git(tree, "checkout", "-q", "main")
+    write_sources(tree, "app", "main")
+    git(tree, "commit", "-q", "-am", "main")
+    daemon.settle()
+    before = len(tree.lines())
+
+    git(tree, "rebase", "-q", "feature", "main")  # main's commit replayed on feature
+    daemon.settle()
+
+    new = tree.lines()[before:]  # app follows if base's tilt-build-<second> moved
+    assert new in (["base"], ["base", "app"])
+    assert reason(tree, "base").startswith("git rebase: ")
