@@ -82,6 +82,15 @@ class Page:
         )
         return dict(found)
 
+    def wait_ok(self, name: str, cause: str) -> None:
+        """Until the page shows `name` ok with `cause`."""
+
+        def shown() -> bool:
+            row = self.row(name)
+            return row.get("cause") == cause and row.get("state") == "ok"
+
+        wait_until(shown, f"{name} ok with the cause {cause!r}", timeout=60)
+
     def states(self) -> dict[str, str]:
         return {name: self.row(name).get("state", "") for name in self.names()}
 
@@ -133,22 +142,8 @@ def test_the_dashboard_follows_saves_triggers_and_logs_live(
     assert page.text("log-name") == "sample-base"
     page.script(RECORD)
     (root / "base" / "greeting.txt").write_text("hello from the browser test\n")
-    wait_until(
-        lambda: (
-            page.row("sample-base") == {**page.row("sample-base"), "state": "ok"}
-            and page.row("sample-base")["cause"] == "changed files: greeting.txt"
-        ),
-        "sample-base rebuilt from the save",
-        timeout=60,
-    )
-    wait_until(
-        lambda: (
-            page.row("sample-app").get("cause") == "image map sample-base updated"
-            and page.row("sample-app")["state"] == "ok"
-        ),
-        "sample-app rebuilt on top of it",
-        timeout=60,
-    )
+    page.wait_ok("sample-base", "changed files: greeting.txt")
+    page.wait_ok("sample-app", "image map sample-base updated")
     seen = page.seen()
     assert "sample-base building" in seen
     assert seen.index("sample-base building") < len(seen) - 1 - seen[::-1].index("sample-base ok")
@@ -159,14 +154,7 @@ def test_the_dashboard_follows_saves_triggers_and_logs_live(
 
     # the Trigger button builds an up-to-date image again, with that cause
     page.click('#images tbody tr[data-name="sample-tool"] button.trigger')
-    wait_until(
-        lambda: (
-            page.row("sample-tool").get("cause") == "manual trigger"
-            and page.row("sample-tool")["state"] == "ok"
-        ),
-        "sample-tool built by its Trigger button",
-        timeout=60,
-    )
+    page.wait_ok("sample-tool", "manual trigger")
     assert "sample-tool building" in page.seen()
     assert page.text("log-name") == "sample-base"  # the button did not open its row's log
 

@@ -74,6 +74,14 @@ def daemon(tree: Tree, watchers: Watchers) -> Iterator[Watcher]:
     yield started
 
 
+def feature_branch(tree: Tree) -> None:
+    """Branch `feature`, checked out, with every source of both images changed."""
+    git(tree, "checkout", "-q", "-b", "feature")
+    for name in ("base", "app"):
+        write_sources(tree, name, "v2")
+    git(tree, "commit", "-q", "-am", "v2")
+
+
 def reason(tree: Tree, name: str) -> str:
     return str(completed(tree.root / name / f"{name}.yaml", name)["reason"])
 
@@ -81,10 +89,7 @@ def reason(tree: Tree, name: str) -> str:
 def test_a_checkout_builds_each_image_once_in_order_with_the_checkout_as_cause(
     tree: Tree, daemon: Watcher
 ) -> None:
-    git(tree, "checkout", "-q", "-b", "feature")
-    for name in ("base", "app"):
-        write_sources(tree, name, "v2")
-    git(tree, "commit", "-q", "-am", "v2")
+    feature_branch(tree)
     daemon.settle()
     assert tree.lines() == ["base", "app"] * 2  # committing changes no file
 
@@ -157,10 +162,7 @@ def test_a_lock_a_crashed_git_left_holds_nothing(tree: Tree, daemon: Watcher) ->
 def test_a_commit_names_neither_the_next_save_nor_the_next_checkout(
     tree: Tree, watchers: Watchers
 ) -> None:
-    git(tree, "checkout", "-q", "-b", "feature")
-    for name in ("base", "app"):
-        write_sources(tree, name, "v2")
-    git(tree, "commit", "-q", "-am", "v2")
+    feature_branch(tree)
     git(tree, "checkout", "-q", "main")
     daemon = watchers.start(tree.root, "--debounce", "0.02", "--debounce-max", "0.05")
     wait_until(lambda: len(tree.lines()) == 2, "the first builds")
