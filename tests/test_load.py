@@ -78,11 +78,21 @@ def writer(tree: Tree, seed: int, until: float) -> None:
             (tree.root / f"b{i // PER_FOLDER:03d}" / f"src{i}.txt").write_text(str(value))
         elif kind < 0.9:  # a spec file: its ten images' env
             block = rnd.randrange(blocks)
-            (tree.root / f"b{block:03d}" / "images.yaml").write_text(spec_text(tree, block, value))
+            saved(tree.root / f"b{block:03d}" / "images.yaml", spec_text(tree, block, value), seed)
         else:  # an image map's hand-written status: every image that needs it
             k = rnd.randrange(MAPS)
-            (tree.root / "maps" / f"map{k}.yaml").write_text(map_text(k, value))
+            saved(tree.root / "maps" / f"map{k}.yaml", map_text(k, value), seed)
         time.sleep(rnd.random() * 0.01)
+
+
+def saved(path: Path, text: str, writer: int) -> None:
+    """A spec file saved as editors save: written beside (a `~` name, never a source), then
+    renamed. Two writers writing one file in place can leave the tail of the longer text
+    after the shorter: a spec file no one wrote, whose images vanish (CI found it once).
+    Sources are still written in place, torn writes and all."""
+    temporary = path.with_name(f"{path.name}.{writer}~")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def reader(root: Path, stop: threading.Event, partial: list[str]) -> None:
