@@ -529,8 +529,9 @@ def explain(
         typer.echo("error: name one image", err=True)
         raise typer.Exit(2)
     settings = _state_folder_checked(Settings(root=_root(root)))
-    _check_names(project.load(settings.root), names, root)
-    found = explaining.explain(settings, names[0])
+    index = project.load(settings.root)
+    _check_names(index, names, root)
+    found = explaining.explain(settings, index, names[0])
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2, ensure_ascii=False))
     else:

@@ -70,8 +70,8 @@ class Explanation:
         return {to_camel(k): v for k, v in asdict(self).items()}
 
 
-def explain(settings: Settings, name: str) -> Explanation:
-    index = project.load(settings.root)
+def explain(settings: Settings, index: Index, name: str) -> Explanation:
+    """`name` of `index` (the tree `settings.root` holds, as `project.load` read it)."""
     statuses = StatusCache(settings.state_dir / "statuses.json")  # read, never written
     state, good = project.read_state(index, settings.state_dir, statuses)
     entry = next(

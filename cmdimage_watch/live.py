@@ -16,17 +16,15 @@ from rich.live import Live
 from rich.text import Text
 
 from cmdimage_watch import views
-from cmdimage_watch.terminal import Output, Rows, configure_logging
+from cmdimage_watch.terminal import Output, Rows
 
 
 class LiveOutput(Output):
     """A live table of the images under the scrolling build output, on a terminal."""
 
     def __init__(self, level: str, console: Console | None = None) -> None:
-        self.level = level
         self.console = console or Console()
-        self.listeners = []
-        configure_logging(level, sink=self._log)
+        super().__init__(level, sink=self._log)
 
     def _log(self, message: Any) -> None:
         self.console.print(Text(str(message).rstrip("\n"), style="dim"), highlight=False)

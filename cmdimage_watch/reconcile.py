@@ -213,10 +213,12 @@ class Reconciler:
             logger.exception("{}: unexpected error in the build", image.name)
             self._fail(plan, f"internal error in cmdimage-watch: {exc!r}", started)
             return False
+        done = "built"
         if result.reused:
             reason = f"reused from registry (inputs {plan.inputs.digest()[:23]})"
-            plan = dataclasses.replace(plan, reason=reason)
-        self._record(plan, result.local_ref.familiar(), result.cluster_ref.familiar(), started)
+            plan, done = dataclasses.replace(plan, reason=reason), "reused from the registry"
+        local, remote = result.local_ref.familiar(), result.cluster_ref.familiar()
+        self._record(plan, local, remote, started, done)
         if tag and not result.reused:
             await self._share(plan, request, result)
         return True
@@ -238,7 +240,9 @@ class Reconciler:
             return ""
         return "in-" + plan.inputs.digest().removeprefix("sha256:")[:16]
 
-    def _record(self, plan: Plan, local: str, remote: str, started: datetime) -> None:
+    def _record(
+        self, plan: Plan, local: str, remote: str, started: datetime, done: str = "built"
+    ) -> None:
         name = plan.image.name
         published = status.published(local, remote, started)
         self.ledger.succeeded(name, plan.inputs, plan.image.publishes, published)
@@ -247,7 +251,6 @@ class Reconciler:
         except OSError as exc:
             logger.error("could not record the inputs of {}: {}", name, exc)
         self._set(name, status.succeeded(local, plan.reason, started, self.clock()))
-        done = "reused from the registry cache" if plan.reason.startswith("reused") else "built"
         logger.info("{} {}: {}", name, done, local)
 
     def _fail(self, plan: Plan, error: str, started: datetime) -> None:

@@ -36,10 +36,10 @@ class Output:
     Every event, build output included, also goes to each of `listeners` (the dashboard)
     as the object `--log-format json` prints."""
 
-    def __init__(self, level: str) -> None:
+    def __init__(self, level: str, sink: Any = None, serialize: bool = False) -> None:
         self.level = level
         self.listeners: list[Callable[[Event], None]] = []
-        configure_logging(level)
+        configure_logging(level, sink, serialize)
 
     def build_line(self, name: str, line: str) -> None:
         self.show_line(name, line)
@@ -69,9 +69,7 @@ class JsonOutput(Output):
     """One JSON object per line on stdout: events and build output, for tools."""
 
     def __init__(self, level: str) -> None:
-        self.level = level
-        self.listeners = []
-        configure_logging(level, serialize=True)
+        super().__init__(level, serialize=True)
 
     def build_line(self, name: str, line: str) -> None:
         self.event(views.output_event(name, line, datetime.now(UTC)))

@@ -147,12 +147,12 @@ def summary(found: list[Row]) -> str:
 
 
 def table(found: list[Row], now: datetime, live: bool = False) -> Table:
+    """The images as a table; `live` adds a spinner to building rows."""
     # rich is imported when a table is first drawn: the daemon without --tui never draws one
     from rich.spinner import Spinner
     from rich.table import Table
     from rich.text import Text
 
-    """The images as a table; `live` adds a spinner to building rows."""
     grid = Table(box=None, pad_edge=False, expand=False)
     for column in ("IMAGE", "STATE", "CAUSE", "AGE", "TIME", "REF", "ERROR"):
         grid.add_column(column, no_wrap=column != "ERROR", overflow="ellipsis")
@@ -233,12 +233,7 @@ def events(
 
 def output_event(name: str, line: str, now: datetime) -> dict[str, Any]:
     """A line a build printed, as an event."""
-    return {"event": "output", "image": name, "line": line, "time": event_time(now)}
-
-
-def event_time(now: datetime) -> str:
-    """An event's time: RFC 3339 in UTC to the microsecond, so that two compare as text."""
-    return models.format_time(now)
+    return {"event": "output", "image": name, "line": line, "time": models.format_time(now)}
 
 
 def spec_error(file: Path, error: str, now: datetime) -> dict[str, Any]:
@@ -305,13 +300,13 @@ def _css(style: str) -> str:
     return {"green": "#2a2", "red": "#c22", "yellow": "#ca2", "blue": "#26c"}.get(style, "#999")
 
 
-SVG_FILL = {  # state -> (fill, stroke): the table's colours, light enough to read on
-    "ok": ("#dff3df", "#2a2"),
-    "failed": ("#f8dcdc", "#c22"),
-    "invalid": ("#f8dcdc", "#c22"),
-    "building": ("#fbf0c8", "#ca2"),
-    "waiting": ("#dde6f8", "#26c"),
-    "pending": ("#eeeeee", "#999"),
+SVG_FILL = {  # state -> a fill light enough to read on; the stroke is the table's colour
+    "ok": "#dff3df",
+    "failed": "#f8dcdc",
+    "invalid": "#f8dcdc",
+    "building": "#fbf0c8",
+    "waiting": "#dde6f8",
+    "pending": "#eeeeee",
 }
 NODE_H, ROW_H, COL_GAP, CHAR_W = 38, 50, 60, 7.2
 
@@ -366,7 +361,7 @@ def svg(index: Index, found: list[Row]) -> str:
         )
     for name, (bx, by, bw) in sorted(boxes.items()):
         state = states.get(name, "")
-        fill, stroke = SVG_FILL.get(state, ("#ffffff", "#999"))
+        fill, stroke = SVG_FILL.get(state, "#ffffff"), _css(STATE_STYLES.get(state, ""))
         dash = "" if state else ' stroke-dasharray="4 3"'
         out.append(
             f'<g class="node state-{state or "external"}" data-name="{_xml(name)}">'

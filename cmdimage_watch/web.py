@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from cmdimage_watch import project, triggers, views
+from cmdimage_watch import models, project, triggers, views
 from cmdimage_watch.daemon import Daemon
 from cmdimage_watch.settings import UiAddress, state_file_name
 
@@ -129,7 +129,7 @@ class Dashboard:
     async def log(self, request: web.Request) -> web.Response:
         name = self._known(request)
         path = self.daemon.settings.log_dir / state_file_name(name, ".log")
-        read_at = views.event_time(datetime.now(UTC))
+        read_at = models.format_time(datetime.now(UTC))  # as events' times: they compare
         text = _tail(path, LOG_TAIL)  # on the loop: no output line is written meanwhile
         # the page appends the stream's lines of a later time than this to what it got
         headers = {"X-Read-At": read_at}
