@@ -43,7 +43,7 @@ class BuildResult:
     local_ref: refs.Ref
     cluster_ref: refs.Ref
     reused: bool = False  # pulled from the registry cache: no command ran
-    image_id: str = ""  # of a build the daemon content-tagged
+    image_id: str = ""  # of a build in the engine (the daemon's own, not a remote one)
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,10 @@ def build_env(request: BuildRequest, exp: Expected, base: dict[str, str]) -> dic
 
 
 def reusable(request: BuildRequest, registry: refs.Registry | None) -> bool:
-    """Whether the registry cache can stand in for this build: an image the daemon tags
-    by content and pushes (a ref the command picks, or pushes itself, is the command's)."""
-    image = request.image
-    plain = not image.outputs_ref_to and not image.spec.output_tag
-    return plain and registry is not None and needs_push(request)
+    """Whether the registry cache can stand in for this build: an image the daemon pushes
+    to its Cluster's registry, which has the engine's image id (one the command pushes
+    itself, `outputMode: remote`, never is)."""
+    return registry is not None and needs_push(request)
 
 
 def needs_push(request: BuildRequest) -> bool:

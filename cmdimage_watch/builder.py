@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]
 
+SCRIPT_REF = "dev.cmdimage-watch.ref"  # the labels of a note beside a script's image
+IMAGE_ID = "dev.cmdimage-watch.image-id"
+
 
 @dataclass
 class Builder:
@@ -135,11 +138,11 @@ class Builder:
         cluster = refs.in_cluster(local, exp.registry)
         if image.output_mode == "remote":
             return BuildResult(local, cluster)
-        self.engines.image_id(host, local, written_to=image.outputs_ref_to)
+        image_id = self.engines.image_id(host, local, written_to=image.outputs_ref_to)
         registry = exp.registry
         if needs_push(request) and registry is not None and refs.under_registry(local, registry):
             self.engines.push(host, local, registry)  # never to a registry the Cluster did not name
-        return BuildResult(local, cluster)
+        return BuildResult(local, cluster, image_id=image_id)
 
     def _tag_and_push(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult:
         assert exp.ref is not None
@@ -172,29 +175,72 @@ class Builder:
             return
         assert exp.registry is not None
         host = docker_host(request.image, request.cluster, self.environ)
-        cached = self._cache_ref(request, exp)
         try:
-            await asyncio.to_thread(self.engines.tag, host, result.image_id, cached)
-            await asyncio.to_thread(self.engines.push, host, cached, exp.registry)
+            await asyncio.to_thread(self._share, request, exp, host, result)
         except (BuildError, refs.RefError) as exc:
             logger.warning("{}: not shared in the registry cache: {}", request.image.name, exc)
+
+    def _share(self, request: BuildRequest, exp: Expected, host: str, result: BuildResult) -> None:
+        assert exp.registry is not None
+        cached = self._cache_ref(request, exp)
+        self.engines.tag(host, result.image_id, cached)
+        self.engines.push(host, cached, exp.registry)
+        if request.image.outputs_ref_to:  # the ref the script chose, pushed last beside it
+            note = _note_ref(cached)
+            labels = {SCRIPT_REF: result.local_ref.familiar(), IMAGE_ID: result.image_id}
+            self.engines.note(host, note, labels)
+            self.engines.push(host, note, exp.registry)
+            self.engines.untag(host, note)
 
     def _reuse(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult | None:
         """The build of these inputs from the registry cache, pulled and content-tagged
         (the image id is the same, so is the tag); None, with a log line, to build."""
-        name, cached = request.image.name, self._cache_ref(request, exp)
+        image, cached = request.image, self._cache_ref(request, exp)
+        name = image.name
         try:
             found = self.engines.in_registry(host, cached)
             if found != "yes":
                 logger.info("{}: {} {}; building", name, cached.familiar(), found)
                 return None
+            if image.outputs_ref_to:
+                return self._reuse_script_ref(request, exp, host, cached)
             image_id = self.engines.pull(host, cached)
             local, cluster = self._content_refs(request, exp, image_id)
             self.engines.tag(host, image_id, local)
-        except (BuildError, refs.RefError) as exc:
+            if image.spec.output_tag:  # the tag the command would have left in the engine
+                assert exp.ref is not None
+                self.engines.tag(host, image_id, exp.ref)
+        except (BuildError, refs.RefError, OSError) as exc:
             logger.warning("{}: the registry cache could not be used ({}); building", name, exc)
             return None
         return BuildResult(local, cluster, reused=True)
+
+    def _reuse_script_ref(
+        self, request: BuildRequest, exp: Expected, host: str, cached: refs.Ref
+    ) -> BuildResult | None:
+        """outputsImageRefTo: the image tagged with the ref the script wrote (read from the
+        note shared beside it) and that ref written to its file, as the script would have."""
+        image = request.image
+        assert image.outputs_ref_to is not None
+        note = _note_ref(cached)
+        labels = self.engines.read_note(host, note)
+        if SCRIPT_REF not in labels:
+            why = "is not in the registry cache; building"
+            logger.info("{}: {} {}", image.name, note.familiar(), why)
+            return None
+        written = refs.parse_tagged_ref(labels[SCRIPT_REF])
+        image_id = self.engines.pull(host, cached)
+        if labels.get(IMAGE_ID) != image_id:  # two clones shared these inputs at once
+            logger.info("{}: {} names another image; building", image.name, note.familiar())
+            return None
+        self.engines.tag(host, image_id, written)
+        image.outputs_ref_to.write_text(written.familiar() + "\n", "utf-8")
+        return BuildResult(written, refs.in_cluster(written, exp.registry), reused=True)
+
+
+def _note_ref(cached: refs.Ref) -> refs.Ref:
+    """Where the registry cache keeps the ref a script chose: beside the image, `in-…-ref`."""
+    return cached.with_tag(f"{cached.tag}-ref")
 
 
 def read_ref_file(path: Path, args: list[str]) -> refs.Ref:

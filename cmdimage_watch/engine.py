@@ -9,6 +9,9 @@ an image's id, a tag, a push read to the end of its stream, a ping. Every failur
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,15 @@ TIMEOUT_S = 60.0  # the longest wait for any answer of an engine (the Docker SDK
 TIMEOUT_VAR = "CMDIMAGE_WATCH_ENGINE_TIMEOUT"  # seconds, to change it
 TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError)  # a stream's read raises the 2nd
 FAULTS = (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
+
+
+def _empty_tar() -> bytes:
+    buffer = io.BytesIO()
+    tarfile.open(fileobj=buffer, mode="w").close()
+    return buffer.getvalue()
+
+
+EMPTY_TAR = _empty_tar()  # the one layer of a note (`Engines.note`)
 
 
 @dataclass
@@ -102,6 +114,35 @@ class Engines:
             return str(self._client(host).images.pull(ref.name, tag=ref.tag).id)
         except FAULTS as exc:
             raise BuildError(f"pulling {ref.familiar()} failed: {exc}") from None
+
+    def note(self, host: str, ref: refs.Ref, labels: dict[str, str]) -> None:
+        """Tag `ref` on an image of one empty layer that carries only `labels`: how the
+        registry cache keeps a few words beside an image (the ref a script chose)."""
+        changes = [f"LABEL {key}={json.dumps(value)}" for key, value in labels.items()]
+        try:
+            api = self._client(host).api
+            api.import_image_from_data(EMPTY_TAR, repository=ref.name, tag=ref.tag, changes=changes)
+        except FAULTS as exc:
+            raise BuildError(f"making {ref.familiar()} failed: {exc}") from None
+
+    def read_note(self, host: str, ref: refs.Ref) -> dict[str, str]:
+        """The labels of the note `ref` in the registry, pulled and untagged again; {} when
+        the registry does not have it."""
+        try:
+            client = self._client(host)
+            labels = dict(client.images.pull(ref.name, tag=ref.tag).labels or {})
+            client.images.remove(str(ref))
+        except docker.errors.NotFound:
+            return {}
+        except FAULTS as exc:
+            raise BuildError(f"pulling {ref.familiar()} failed: {exc}") from None
+        return labels
+
+    def untag(self, host: str, ref: refs.Ref) -> None:
+        try:
+            self._client(host).images.remove(str(ref))
+        except FAULTS as exc:
+            raise BuildError(f"untagging {ref.familiar()} failed: {exc}") from None
 
     def unreachable(self, host: str) -> str:
         """Why the engine at `host` does not answer a ping, or "" when it does. A client of
