@@ -17,7 +17,7 @@ import docker.errors
 import pytest
 
 from tests.daemon_harness import Watchers, daemon_env
-from tests.helpers import free_port
+from tests.helpers import free_port, specschema
 from tests.helpers.dashboard import Start, Ui
 from tests.helpers.polling import wait_until
 
@@ -160,3 +160,15 @@ def start_ui(watchers: Watchers, docker_client: object) -> Iterator[Start]:
     finally:
         for ui in started:
             ui.http.close()
+
+
+@pytest.fixture(autouse=True)
+def _valid_specs_pass_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test with a tmp_path: every spec file left there that the daemon loads
+    without an error, the shipped schema accepts too (what the daemon takes, an editor
+    must not squiggle)."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        refused = specschema.refused(tmp)
+        assert refused == [], "valid spec files the schema refuses:\n" + "\n".join(refused)

@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 from cmdimage_watch import project
 from cmdimage_watch.schema import SHIPPED
-from tests.helpers import write
+from tests.helpers import specschema, write
 
 REPO = Path(__file__).resolve().parent.parent
 API = "tilt.dev/v1alpha1"
@@ -185,3 +185,21 @@ def test_what_validate_refuses_the_schema_refuses(
     write(tmp_path / "bad.yaml", json.dumps(doc))
     assert project.problems(project.load(tmp_path)) != [], "validate accepts it"
     assert list(validator.iter_errors(doc)) != [], "the schema accepts it"
+
+
+def test_the_guard_after_each_test_checks_valid_files_only(tmp_path: Path) -> None:
+    """`tests/conftest.py` runs `specschema.refused` on each test's tmp_path: a file the
+    daemon loads without an error is checked, document by document; a file with an invalid
+    object is not a valid fixture and is left out. A schema that refuses everything shows it."""
+    valid = write(tmp_path / "ok.yaml", *map(json.dumps, VALID[:2]))
+    write(tmp_path / "bad" / "bad.yaml", json.dumps(_obj("CmdImage", "x", spec={"ref": 3})))
+    write(tmp_path / "notes.yaml", "just: a mapping\n")  # no object of ours
+    (tmp_path / ".hidden").mkdir()
+    write(tmp_path / ".hidden" / "skipped.yaml", json.dumps(VALID[0]))
+    nothing = Draft202012Validator({"not": {}})
+
+    assert specschema.refused(tmp_path) == []
+    assert specschema.refused(tmp_path, nothing) == [
+        f"{valid}: document 1: $: {VALID[0]!r} should not be valid under {{}}",
+        f"{valid}: document 2: $: {VALID[1]!r} should not be valid under {{}}",
+    ]
