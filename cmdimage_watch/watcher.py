@@ -146,12 +146,18 @@ class Watcher:
 
     def _wait(self, notify: RustNotify, doorbell: Doorbell | None) -> Wait:
         cap_ms = int(self.cap * 1000)
+        # A change made after the Rust watcher's watches and before the doorbell's never
+        # rings it: one look before the first sleep finds it.
+        looked = False
 
         def wait(timeout: float | None) -> tuple[Changes, float] | None:
+            nonlocal looked
             if timeout is not None:  # a batch waits: for what is left of its quiet period
                 step, limit = FINE_STEP_MS, max(1, math.ceil(timeout * 1000))
             elif doorbell is None:  # idle, looking every step until something changes
                 step, limit = IDLE_STEP_MS, 0
+            elif not looked:
+                step, limit, looked = FINE_STEP_MS, 1, True
             else:  # idle, asleep until the doorbell rings (or a while passed: a look anyway)
                 rang = doorbell.wait(CHECK_S)
                 if self._stop.is_set():

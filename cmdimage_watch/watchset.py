@@ -93,6 +93,7 @@ class WatchSet:
                         continue  # retired (and its wait closed) by a Ready of this round
                     batch = self._result(future, watcher is current)
                     if batch is None:  # out of inotify watches: poll from now on
+                        await watcher.close()  # its thread ended; its wake pipe is freed
                         current = self._start()
                     elif batch is READY and watcher is current:
                         left = await self._retire(retiring)

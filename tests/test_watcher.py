@@ -139,6 +139,32 @@ def test_a_save_makes_one_batch_with_or_without_a_doorbell(
     assert asyncio.run(one_batch()) == {tmp_path / "src.txt"}
 
 
+def test_a_change_before_the_doorbell_is_made_is_found_without_a_ring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Rust watcher's watches are in place before the doorbell's: a save in between
+    rings nothing. Silent doorbells are looked past only every CHECK_S (made an hour here),
+    so the save arrives only if the watcher looks once before its first sleep."""
+    made = Doorbell.on
+    monkeypatch.setattr("cmdimage_watch.watcher.CHECK_S", 3600.0)
+
+    def late(cls: type[Doorbell], dirs: list[str], wake: int) -> Doorbell | None:
+        (tmp_path / "between.txt").write_text("saved before the doorbell\n")
+        return made(dirs, wake)
+
+    monkeypatch.setattr(Doorbell, "on", classmethod(late))
+
+    async def first_batch() -> frozenset[Path]:
+        watcher = Watcher({tmp_path}, lambda _, __: True, 0.05, 1.0, poll=False)
+        try:
+            assert await anext(watcher.stream) == READY
+            return await asyncio.wait_for(anext(watcher.stream), 10)
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(first_batch()) == {tmp_path / "between.txt"}
+
+
 def test_no_doorbell_when_its_watches_could_starve_the_watcher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -129,6 +129,7 @@ async def test_out_of_inotify_watches_polls_from_then_on() -> None:
     await asyncio.sleep(0.01)
     polling = h.started[1]
     assert polling.poll
+    assert h.started[0].closed  # the failed watcher's pipe is not left open
     polling.put()
     assert await pending == Ready(poll=True)
     polling.put("/tree/a")
