@@ -129,6 +129,13 @@ def reusable(request: BuildRequest, registry: refs.Registry | None) -> bool:
     return registry is not None and needs_push(request)
 
 
+def content_refs(request: BuildRequest, exp: Expected, image_id: str) -> tuple[refs.Ref, refs.Ref]:
+    """The image's refs tagged by its content (`tilt-<16 hex of its id>`): local, cluster."""
+    tag = refs.build_tag(request.image.ref, exp.registry, refs.content_tag(image_id))
+    local = refs.local_name(request.image.ref, exp.registry).with_tag(tag)
+    return local, refs.cluster_name(request.image.ref, exp.registry).with_tag(tag)
+
+
 def needs_push(request: BuildRequest) -> bool:
     spec = request.image.spec
     return spec.cluster_needs in ("", "push") and request.image.output_mode == "local-docker"

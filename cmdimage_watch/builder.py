@@ -3,7 +3,8 @@
 Fed a `BuildRequest` by `reconcile` (the image, its cluster, its resolved ImageMaps), it
 composes the three parts of a build: what the command is told (`buildenv`, pure), the
 command as a process with its log (`runner`), and the result checked, content-tagged and
-pushed in the Docker engine (`engine`). Every failure is a `BuildError` whose text is
+pushed in the Docker engine (`engine`); with the registry cache on, a build may be pulled
+instead, and is shared after (`regcache`). Every failure is a `BuildError` whose text is
 what lands in `completed.error`.
 """
 
@@ -26,6 +27,7 @@ from cmdimage_watch.buildenv import (
     EngineUnreachable,
     Expected,
     build_env,
+    content_refs,
     display_command,
     docker_host,
     expected,
@@ -34,15 +36,13 @@ from cmdimage_watch.buildenv import (
     reusable,
 )
 from cmdimage_watch.graph import Image
+from cmdimage_watch.regcache import RegistryCache, push_script_ref
 from cmdimage_watch.runner import OnSpawn, Output, Runner
 
 if TYPE_CHECKING:
     from cmdimage_watch.engine import Engines
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]
-
-SCRIPT_REF = "dev.cmdimage-watch.ref"  # the labels of a note beside a script's image
-IMAGE_ID = "dev.cmdimage-watch.image-id"
 
 
 @dataclass
@@ -139,32 +139,17 @@ class Builder:
         if image.output_mode == "remote":
             return BuildResult(local, cluster)
         image_id = self.engines.image_id(host, local, written_to=image.outputs_ref_to)
-        registry = exp.registry
-        if needs_push(request) and registry is not None and refs.under_registry(local, registry):
-            self.engines.push(host, local, registry)  # never to a registry the Cluster did not name
+        push_script_ref(self.engines, request, exp, host, local)
         return BuildResult(local, cluster, image_id=image_id)
 
     def _tag_and_push(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult:
         assert exp.ref is not None
         image_id = self.engines.image_id(host, exp.ref)
-        local, cluster = self._content_refs(request, exp, image_id)
+        local, cluster = content_refs(request, exp, image_id)
         self.engines.tag(host, image_id, local)
         if needs_push(request) and exp.registry is not None:
             self.engines.push(host, local, exp.registry)
         return BuildResult(local, cluster, image_id=image_id)
-
-    def _content_refs(
-        self, request: BuildRequest, exp: Expected, image_id: str
-    ) -> tuple[refs.Ref, refs.Ref]:
-        tag = refs.build_tag(request.image.ref, exp.registry, refs.content_tag(image_id))
-        local = refs.local_name(request.image.ref, exp.registry).with_tag(tag)
-        return local, refs.cluster_name(request.image.ref, exp.registry).with_tag(tag)
-
-    def _cache_ref(self, request: BuildRequest, exp: Expected) -> refs.Ref:
-        """Where the registry cache keeps the build of these inputs: the image's pushed
-        repository, tagged `in-<16 hex of the inputs digest>`."""
-        tag = refs.build_tag(request.image.ref, exp.registry, request.cache_tag)
-        return refs.local_name(request.image.ref, exp.registry).with_tag(tag)
 
     async def share(self, request: BuildRequest, result: BuildResult) -> None:
         """Push a finished build under its inputs tag too (`reconcile` calls it once the
@@ -173,74 +158,23 @@ class Builder:
         exp = expected(request)
         if not (request.cache_tag and result.image_id and reusable(request, exp.registry)):
             return
-        assert exp.registry is not None
         host = docker_host(request.image, request.cluster, self.environ)
+        cache = RegistryCache(self.engines)
         try:
-            await asyncio.to_thread(self._share, request, exp, host, result)
+            await asyncio.to_thread(cache.share, request, exp, host, result)
         except (BuildError, refs.RefError) as exc:
             logger.warning("{}: not shared in the registry cache: {}", request.image.name, exc)
 
-    def _share(self, request: BuildRequest, exp: Expected, host: str, result: BuildResult) -> None:
-        assert exp.registry is not None
-        cached = self._cache_ref(request, exp)
-        self.engines.tag(host, result.image_id, cached)
-        self.engines.push(host, cached, exp.registry)
-        if request.image.outputs_ref_to:  # the ref the script chose, pushed last beside it
-            note = _note_ref(cached)
-            labels = {SCRIPT_REF: result.local_ref.familiar(), IMAGE_ID: result.image_id}
-            self.engines.note(host, note, labels)
-            self.engines.push(host, note, exp.registry)
-            self.engines.untag(host, note)
-
     def _reuse(self, request: BuildRequest, exp: Expected, host: str) -> BuildResult | None:
-        """The build of these inputs from the registry cache, pulled and content-tagged
-        (the image id is the same, so is the tag); None, with a log line, to build."""
-        image, cached = request.image, self._cache_ref(request, exp)
-        name = image.name
+        """The build of these inputs from the registry cache; None, with a log line, to
+        build (a miss, or any fault: the cache alone never fails a build)."""
         try:
-            found = self.engines.in_registry(host, cached)
-            if found != "yes":
-                logger.info("{}: {} {}; building", name, cached.familiar(), found)
-                return None
-            if image.outputs_ref_to:
-                return self._reuse_script_ref(request, exp, host, cached)
-            image_id = self.engines.pull(host, cached)
-            local, cluster = self._content_refs(request, exp, image_id)
-            self.engines.tag(host, image_id, local)
-            if image.spec.output_tag:  # the tag the command would have left in the engine
-                assert exp.ref is not None
-                self.engines.tag(host, image_id, exp.ref)
+            return RegistryCache(self.engines).reuse(request, exp, host)
         except (BuildError, refs.RefError, OSError) as exc:
-            logger.warning("{}: the registry cache could not be used ({}); building", name, exc)
+            logger.warning(
+                "{}: the registry cache could not be used ({}); building", request.image.name, exc
+            )
             return None
-        return BuildResult(local, cluster, reused=True)
-
-    def _reuse_script_ref(
-        self, request: BuildRequest, exp: Expected, host: str, cached: refs.Ref
-    ) -> BuildResult | None:
-        """outputsImageRefTo: the image tagged with the ref the script wrote (read from the
-        note shared beside it) and that ref written to its file, as the script would have."""
-        image = request.image
-        assert image.outputs_ref_to is not None
-        note = _note_ref(cached)
-        labels = self.engines.read_note(host, note)
-        if SCRIPT_REF not in labels:
-            why = "is not in the registry cache; building"
-            logger.info("{}: {} {}", image.name, note.familiar(), why)
-            return None
-        written = refs.parse_tagged_ref(labels[SCRIPT_REF])
-        image_id = self.engines.pull(host, cached)
-        if labels.get(IMAGE_ID) != image_id:  # two clones shared these inputs at once
-            logger.info("{}: {} names another image; building", image.name, note.familiar())
-            return None
-        self.engines.tag(host, image_id, written)
-        image.outputs_ref_to.write_text(written.familiar() + "\n", "utf-8")
-        return BuildResult(written, refs.in_cluster(written, exp.registry), reused=True)
-
-
-def _note_ref(cached: refs.Ref) -> refs.Ref:
-    """Where the registry cache keeps the ref a script chose: beside the image, `in-…-ref`."""
-    return cached.with_tag(f"{cached.tag}-ref")
 
 
 def read_ref_file(path: Path, args: list[str]) -> refs.Ref:

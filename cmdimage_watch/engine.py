@@ -1,9 +1,10 @@
 """The Docker engine, as the daemon itself talks to it (SPEC §3 steps 9 and 10, §4 start-up).
 
 One SDK client per engine address, kept and reused (dropped when its engine goes away);
-an image's id, a tag, a push read to the end of its stream, a ping. Every failure is a
-`BuildError` naming the engine's address. The only module that imports `docker`; used by
-`builder`, which resolves each build's address once (`buildenv.docker_host`).
+an image's id, a tag, a push read to the end of its stream, a ping; for the registry cache
+a look-up, a pull and the notes beside images. Every failure is a `BuildError` naming the
+engine's address. The only module that imports `docker`; used by `builder` and `regcache`,
+which resolve each build's address once (`buildenv.docker_host`).
 """
 
 from __future__ import annotations
@@ -131,14 +132,16 @@ class Engines:
         try:
             client = self._client(host)
             labels = dict(client.images.pull(ref.name, tag=ref.tag).labels or {})
-            client.images.remove(str(ref))
         except docker.errors.NotFound:
             return {}
         except FAULTS as exc:
             raise BuildError(f"pulling {ref.familiar()} failed: {exc}") from None
+        with contextlib.suppress(*FAULTS):  # a note left in the engine harms no build
+            client.images.remove(str(ref))
         return labels
 
     def untag(self, host: str, ref: refs.Ref) -> None:
+        """Take the tag `ref` off its image (an image with no other tag goes with it)."""
         try:
             self._client(host).images.remove(str(ref))
         except FAULTS as exc:

@@ -11,6 +11,7 @@ that ref in a note beside the image, so the second clone ends with the same ref 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ import pytest
 from loguru import logger
 
 from cmdimage_watch import buildenv, refs
-from cmdimage_watch.builder import IMAGE_ID, SCRIPT_REF, Builder
+from cmdimage_watch.builder import Builder
 from cmdimage_watch.graph import Index
 from cmdimage_watch.models import REGISTRY_CACHE
+from cmdimage_watch.regcache import IMAGE_ID, SCRIPT_REF
 from cmdimage_watch.statusfiles import read_status_file
 from tests.daemon_harness import Watchers
 from tests.daemon_harness import cli as run_cli
-from tests.helpers import cluster, cmdimage, index_of, write
+from tests.helpers import cluster, cmdimage, index_of, run_async, write
 from tests.helpers.dashboard import sample_copy
 from tests.helpers.polling import wait_until
 
@@ -66,6 +68,16 @@ def ran(root: Path) -> set[str]:
     return {p.name.removesuffix(".log") for p in logs.glob("*.log") if ".prev" not in p.name}
 
 
+def cache_tags_in(engine: str, digests: set[str]) -> list[str]:
+    """The `in-` and `rf-` tags of these inputs digests that an engine still has."""
+    client = docker.DockerClient(base_url=engine)
+    try:
+        tags = [tag for image in client.images.list() for tag in image.tags]
+    finally:
+        client.close()
+    return [t for t in tags if t.rpartition(":")[2][3:] in digests]
+
+
 def folder(name: str) -> str:
     return name.removeprefix("sample-")
 
@@ -102,6 +114,10 @@ def test_a_teammates_clone_builds_nothing_the_registry_holds(
             engine2.close()
     written = (second / "tool" / "ref.txt").read_text()  # as the tool's script would have
     assert written == status(first, "tool", "sample-tool")["ref"] + "\n"
+    digests = {status(second, folder(n), n)["completed"]["reason"][-17:-1] for n in SHARED}
+    assert len(digests) == len(SHARED)
+    for engine in (docker_host, second_docker_host):  # the sharer's and the reuser's
+        assert cache_tags_in(engine, digests) == []
     # one source changed in the second: that image and what is built from it, nothing else
     (second / "base" / "greeting.txt").write_text(content + "bob's change\n")
     done = run_cli("build", second, "--registry-cache", env=other, timeout=180)
@@ -201,14 +217,20 @@ def test_an_output_tag_image_is_reused_and_keeps_its_tag(
         engine2.close()
 
 
-# --- the fall-back, as a unit: the engine seam scripted ----------------------------------
+# --- the fall-back, the notes and what is left in the engine, as units: the engine scripted -
+
+
+IMAGE_A, IMAGE_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+CACHED = "localhost:5000/{}:in-0123456789abcdef"
+NOTE = "localhost:5000/{}:rf-0123456789abcdef"
 
 
 class _Engines:
-    """Stands in for `engine.Engines`: a registry that fails in the way asked."""
+    """Stands in for `engine.Engines`: a registry that holds the image (and the note given)
+    or fails in the way asked; every call recorded."""
 
-    def __init__(self, fail: str) -> None:
-        self.fail, self.calls = fail, list[str]()
+    def __init__(self, fail: str = "", note: dict[str, str] | None = None) -> None:
+        self.fail, self.labels, self.calls = fail, note or {}, list[str]()
 
     def in_registry(self, host: str, ref: refs.Ref) -> str:
         self.calls.append(f"look up {ref}")
@@ -219,110 +241,143 @@ class _Engines:
             "platform": "is in the registry cache, but not for linux/arm64",
         }.get(self.fail, "yes")
 
-    def pull(self, host: str, ref: refs.Ref) -> str:
-        self.calls.append(f"pull {ref}")
-        raise buildenv.BuildError("pulling it failed: unauthorized")
-
-
-@pytest.mark.parametrize("fail", ["miss", "platform", "down", "pull"])
-def test_a_miss_or_a_fault_of_the_registry_means_building(tmp_path: Path, fail: str) -> None:
-    spec = write(
-        tmp_path / "app" / "app.yaml",
-        '{"apiVersion": "tilt.dev/v1alpha1", "kind": "CmdImage", "metadata": {"name": "app"},'
-        ' "spec": {"ref": "app", "args": ["true"]}}',
-    )
-    registry = write(tmp_path / "c.yaml", cluster(defaultRegistry={"host": "localhost:5000"}))
-    index: Index = index_of(spec, registry)
-    tag = "in-0123456789abcdef"
-    request = buildenv.BuildRequest(
-        index.images["app"], index.clusters["default"], [], datetime.now(UTC), tag
-    )
-    builder = Builder(tmp_path / "logs")
-    fake = _Engines(fail)
-    builder.__dict__["engines"] = fake  # the cached_property's slot
-    exp = buildenv.expected(request)
-    assert buildenv.reusable(request, exp.registry)
-    said: list[str] = []
-    sink = logger.add(said.append, level="INFO", format="{level} {message}")
-    try:
-        assert builder._reuse(request, exp, "") is None
-    finally:
-        logger.remove(sink)
-    (line,) = said
-    why = {
-        "miss": "INFO app: localhost:5000/app:in-0123456789abcdef is not in the registry cache",
-        "platform": "INFO app: localhost:5000/app:in-0123456789abcdef is in the registry "
-        "cache, but not for linux/arm64",
-        "down": "WARNING app: the registry cache could not be used (could not look up it",
-        "pull": "WARNING app: the registry cache could not be used (pulling it failed",
-    }[fail]
-    assert line.startswith(why) and line.rstrip().endswith("building"), line
-    looked = ["look up localhost:5000/app:in-0123456789abcdef"]
-    pulled = ["pull localhost:5000/app:in-0123456789abcdef"] if fail == "pull" else []
-    assert fake.calls == looked + pulled
-
-
-class _Notes:
-    """Stands in for `engine.Engines`: a registry holding the image and the note asked for."""
-
-    def __init__(self, labels: dict[str, str]) -> None:
-        self.labels, self.calls = labels, list[str]()
-
-    def in_registry(self, host: str, ref: refs.Ref) -> str:
-        self.calls.append(f"look up {ref}")
-        return "yes"
-
     def read_note(self, host: str, ref: refs.Ref) -> dict[str, str]:
         self.calls.append(f"read {ref}")
         return self.labels
 
     def pull(self, host: str, ref: refs.Ref) -> str:
         self.calls.append(f"pull {ref}")
-        return "sha256:" + "a" * 64
+        if self.fail == "pull":
+            raise buildenv.BuildError("pulling it failed: unauthorized")
+        return IMAGE_A
+
+    def note(self, host: str, ref: refs.Ref, labels: dict[str, str]) -> None:
+        self.calls.append(f"note {ref} {sorted(labels.items())}")
 
     def tag(self, host: str, image_id: str, ref: refs.Ref) -> None:
         self.calls.append(f"tag {ref}")
 
+    def push(self, host: str, ref: refs.Ref, registry: refs.Registry) -> None:
+        self.calls.append(f"push {ref}")
+
+    def untag(self, host: str, ref: refs.Ref) -> None:
+        self.calls.append(f"untag {ref}")
+
+
+def _scripted(
+    tmp_path: Path, engines: _Engines, **spec: Any
+) -> tuple[Builder, buildenv.BuildRequest]:
+    """A builder on `engines` and a request for image `app` (with `spec`) under a registry."""
+    spec_file = write(tmp_path / "app" / "app.yaml", cmdimage("app", "app", **spec))
+    registry = write(tmp_path / "c.yaml", cluster(defaultRegistry={"host": "localhost:5000"}))
+    index: Index = index_of(spec_file, registry)
+    started = datetime.now(UTC)
+    request = buildenv.BuildRequest(
+        index.images["app"], index.clusters["default"], [], started, "in-0123456789abcdef"
+    )
+    assert buildenv.reusable(request, buildenv.expected(request).registry)
+    builder = Builder(tmp_path / "logs")
+    builder.__dict__["engines"] = engines  # the cached_property's slot
+    return builder, request
+
+
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    """The log lines at INFO and above, `LEVEL message`, as they come."""
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{level} {message}")
+    yield lines
+    logger.remove(sink)
+
+
+@pytest.mark.parametrize("fail", ["miss", "platform", "down", "pull"])
+def test_a_miss_or_a_fault_of_the_registry_means_building(
+    tmp_path: Path, said: list[str], fail: str
+) -> None:
+    fake = _Engines(fail)
+    builder, request = _scripted(tmp_path, fake)
+    assert builder._reuse(request, buildenv.expected(request), "") is None
+    (line,) = said
+    why = {
+        "miss": f"INFO app: {CACHED.format('app')} is not in the registry cache",
+        "platform": f"INFO app: {CACHED.format('app')} is in the registry "
+        "cache, but not for linux/arm64",
+        "down": "WARNING app: the registry cache could not be used (could not look up it",
+        "pull": "WARNING app: the registry cache could not be used (pulling it failed",
+    }[fail]
+    assert line.startswith(why) and line.rstrip().endswith("building"), line
+    looked = [f"look up {CACHED.format('app')}"]
+    pulled = [f"pull {CACHED.format('app')}"] if fail == "pull" else []
+    assert fake.calls == looked + pulled
+
+
+def test_a_reused_output_tag_image_gets_its_content_tag_and_its_tag(
+    tmp_path: Path, said: list[str]
+) -> None:
+    fake = _Engines()
+    builder, request = _scripted(tmp_path, fake, outputTag="v1")
+    result = builder._reuse(request, buildenv.expected(request), "")
+    assert result is not None and result.reused and result.image_id == IMAGE_A
+    content = f"localhost:5000/app:{refs.content_tag(IMAGE_A)}"
+    assert result.local_ref.familiar() == content
+    cached = CACHED.format("app")
+    assert fake.calls == [
+        f"look up {cached}",
+        f"pull {cached}",
+        f"tag {content}",
+        "tag docker.io/library/app:v1",
+        f"untag {cached}",  # no `in-` tag left in the engine
+    ]
+    assert said == []
+
 
 @pytest.mark.parametrize("note", ["hit", "missing", "another image"])
-def test_a_scripts_ref_comes_from_the_note_beside_the_image(tmp_path: Path, note: str) -> None:
-    spec = write(
-        tmp_path / "tool" / "tool.yaml",
-        cmdimage("tool", "tool", args=["true"], outputsImageRefTo="ref.txt"),
-    )
-    registry = write(tmp_path / "c.yaml", cluster(defaultRegistry={"host": "localhost:5000"}))
-    index: Index = index_of(spec, registry)
-    tag = "in-0123456789abcdef"
-    request = buildenv.BuildRequest(
-        index.images["tool"], index.clusters["default"], [], datetime.now(UTC), tag
-    )
+def test_a_scripts_ref_comes_from_the_note_beside_the_image(
+    tmp_path: Path, said: list[str], note: str
+) -> None:
     labels = {
-        "hit": {SCRIPT_REF: "tool:src-1", IMAGE_ID: "sha256:" + "a" * 64},
+        "hit": {SCRIPT_REF: "localhost:5000/tool:src-1", IMAGE_ID: IMAGE_A},
         "missing": {},
-        "another image": {SCRIPT_REF: "tool:src-1", IMAGE_ID: "sha256:" + "b" * 64},
+        "another image": {SCRIPT_REF: "localhost:5000/tool:src-1", IMAGE_ID: IMAGE_B},
     }[note]
-    builder = Builder(tmp_path / "logs")
-    fake = _Notes(labels)
-    builder.__dict__["engines"] = fake
-    exp = buildenv.expected(request)
-    assert buildenv.reusable(request, exp.registry)
-    said: list[str] = []
-    sink = logger.add(said.append, level="INFO", format="{level} {message}")
-    try:
-        result = builder._reuse(request, exp, "")
-    finally:
-        logger.remove(sink)
-    cached = "localhost:5000/tool:in-0123456789abcdef"
-    ref_file = tmp_path / "tool" / "ref.txt"
-    if note == "hit":
+    fake = _Engines(note=labels)
+    builder, request = _scripted(tmp_path, fake, outputsImageRefTo="ref.txt")
+    result = builder._reuse(request, buildenv.expected(request), "")
+    cached, noted, ref_file = CACHED.format("app"), NOTE.format("app"), tmp_path / "app" / "ref.txt"
+    looked = [f"look up {cached}", f"read {noted}"]
+    if note == "missing":
+        assert fake.calls == looked
+    elif note == "another image":  # pulled, and the pull's `in-` tag taken off again
+        assert fake.calls == [*looked, f"pull {cached}", f"untag {cached}"]
+    else:
         assert result is not None and result.reused
-        assert (result.local_ref.familiar(), result.cluster_ref.familiar()) == ("tool:src-1",) * 2
-        assert ref_file.read_text() == "tool:src-1\n"
-        pulled = [f"look up {cached}", f"read {cached}-ref", f"pull {cached}"]
-        assert fake.calls == [*pulled, "tag docker.io/library/tool:src-1"]
+        assert result.local_ref.familiar() == "localhost:5000/tool:src-1"
+        assert ref_file.read_text() == "localhost:5000/tool:src-1\n"
+        assert fake.calls == [
+            *looked,
+            f"pull {cached}",
+            "tag localhost:5000/tool:src-1",
+            "push localhost:5000/tool:src-1",  # under the registry: pushed, as a build does
+            f"untag {cached}",
+        ]
         assert said == []
         return
     assert result is None and not ref_file.exists()
-    (line,) = said
     why = {"missing": "is not in the registry cache", "another image": "names another image"}
-    assert line == f"INFO tool: {cached}-ref {why[note]}; building\n"
+    assert said == [f"INFO app: {noted} {why[note]}; building\n"]
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["content-tagged", "outputsImageRefTo"])
+def test_sharing_pushes_the_image_then_its_note_and_leaves_neither_tag(
+    tmp_path: Path, said: list[str], script: bool
+) -> None:
+    fake = _Engines()
+    builder, request = _scripted(tmp_path, fake, **({"outputsImageRefTo": "r"} if script else {}))
+    built = refs.parse_ref("tool:src-1")
+    run_async(builder.share(request, buildenv.BuildResult(built, built, image_id=IMAGE_A)))
+    cached, noted = CACHED.format("app"), NOTE.format("app")
+    shared = [f"tag {cached}", f"push {cached}", f"untag {cached}"]
+    labels = sorted({SCRIPT_REF: "tool:src-1", IMAGE_ID: IMAGE_A}.items())
+    noting = [f"note {noted} {labels}", f"push {noted}", f"untag {noted}"]
+    assert fake.calls == shared + (noting if script else [])
+    assert said == []
