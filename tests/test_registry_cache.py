@@ -68,6 +68,16 @@ def ran(root: Path) -> set[str]:
     return {p.name.removesuffix(".log") for p in logs.glob("*.log") if ".prev" not in p.name}
 
 
+def run_on(engine: str, ref: str) -> str:
+    """What a container of `ref` prints, run on `engine` without a network."""
+    client = docker.DockerClient(base_url=engine)
+    try:
+        out = client.containers.run(ref, remove=True, network_disabled=True)
+    finally:
+        client.close()
+    return bytes(out).decode()
+
+
 def cache_tags_in(engine: str, digests: set[str]) -> list[str]:
     """The `in-` and `rf-` tags of these inputs digests that an engine still has."""
     client = docker.DockerClient(base_url=engine)
@@ -112,6 +122,12 @@ def test_a_teammates_clone_builds_nothing_the_registry_holds(
             engine2.images.get(mine["ref"])  # pulled into the second engine and tagged
         finally:
             engine2.close()
+    # the reused images run as the teammate's do, on the second engine
+    assert run_on(second_docker_host, status(second, "app", "sample-app")["ref"]) == (
+        content + "and hello from sample-app\n"
+    )
+    tool = status(second, "tool", "sample-tool")["ref"]
+    assert run_on(second_docker_host, tool) == "sample-tool says hi\n"
     written = (second / "tool" / "ref.txt").read_text()  # as the tool's script would have
     assert written == status(first, "tool", "sample-tool")["ref"] + "\n"
     digests = {status(second, folder(n), n)["completed"]["reason"][-17:-1] for n in SHARED}
