@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,9 @@ def explain(settings: Settings, index: Index, name: str) -> Explanation:
         return Explanation(name, shown, last, None, f"it cannot build: {problem}")
     found = Explanation(name, shown, last, None, "")
     found.needs, found.needed_by = _path_to(index, name), sorted(index.dependents(name))
-    found.left_out, found.left_out_more = left_out(image, index)
+    left, found.left_out_more = left_out(image, index)
+    inside = f"{settings.root}{os.sep}"  # rule files named as the spec file is: in the tree
+    found.left_out = [replace(i, file=i.file.removeprefix(inside)) for i in left]
     resolved = gating.resolve(image, index, state)
     if isinstance(resolved, gating.Waiting):
         found.now = f"it waits: {resolved.reason}"

@@ -85,7 +85,7 @@ def test_files_left_out_name_their_rule_with_its_file_and_line(tmp_path: Path) -
     assert left["secret.txt"] == {
         "path": "secret.txt",
         "rule": "matches secret.txt",
-        "file": str(ignore),
+        "file": "app/.dockerignore",  # in the tree, as the spec file is named
         "line": 2,
     }
     assert left["logs/a.log"]["line"] == 3  # `!logs/keep.txt` brings keep.txt back
@@ -126,7 +126,7 @@ def test_a_filewatch_ignore_is_named_with_its_object_and_line(tmp_path: Path) ->
     spec.write_text(FILEWATCH)
     built(root)
     left = {i["path"]: i for i in explained(root, "app")["leftOut"]}
-    where = f"{spec} (FileWatch image:ciw-explain-app)"
+    where = "app/watch.yaml (FileWatch image:ciw-explain-app)"
     assert left["src/notes.txt"] == {
         "path": "src/notes.txt",
         "rule": "matches *.txt",
