@@ -19,6 +19,7 @@ from cmdimage_watch.graph import Index
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
 COLOURS = (
     "cyan",
@@ -155,7 +156,10 @@ def table(found: list[Row], now: datetime, live: bool = False) -> Table:
 
     grid = Table(box=None, pad_edge=False, expand=False)
     for column in ("IMAGE", "STATE", "CAUSE", "AGE", "TIME", "REF", "ERROR"):
-        grid.add_column(column, no_wrap=column != "ERROR", overflow="ellipsis")
+        # a narrow terminal shortens the cause and ref (each cell stays one line, cut
+        # with "…") and wraps the error; never the name, state or times
+        shrinks = column in ("CAUSE", "REF", "ERROR")
+        grid.add_column(column, no_wrap=not shrinks, overflow="ellipsis")
     for r in found:
         state: Text | Spinner = Text(r.state, style=STATE_STYLES[r.state])
         if live and r.state == "building":
@@ -163,13 +167,19 @@ def table(found: list[Row], now: datetime, live: bool = False) -> Table:
         grid.add_row(
             Text(r.name, style=colour(r.name)),
             state,
-            r.reason if r.state != "invalid" else "invalid spec",
+            _cut(r.reason if r.state != "invalid" else "invalid spec"),
             _age(r, now),
             _seconds(r.duration(now)),
-            r.ref,
+            _cut(r.ref),
             Text(r.error.splitlines()[0] if r.error else "", style="red"),
         )
     return grid
+
+
+def _cut(value: str) -> Text:
+    from rich.text import Text
+
+    return Text(value, no_wrap=True, overflow="ellipsis")
 
 
 def _age(r: Row, now: datetime) -> str:

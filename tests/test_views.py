@@ -25,9 +25,11 @@ BAD_REF = "Not A Ref!"
 BAD_REF_MESSAGE = "invalid reference format: repository name (library/Not A Ref!) must be lowercase"
 
 
-def render(found: list[views.Row], now: datetime = NOW, live: bool = False) -> list[str]:
+def render(
+    found: list[views.Row], now: datetime = NOW, live: bool = False, width: int = 200
+) -> list[str]:
     out = io.StringIO()
-    Console(file=out, width=200, color_system=None).print(views.table(found, now, live=live))
+    Console(file=out, width=width, color_system=None).print(views.table(found, now, live=live))
     return [line.rstrip() for line in out.getvalue().splitlines()]
 
 
@@ -159,6 +161,20 @@ def test_the_table_shows_cause_age_time_ref_and_the_first_line_of_the_error(
         ["waiting-img", "waiting", "waiting for image map base"],
     ]
     assert "more" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_a_narrow_terminal_cuts_cause_and_ref_never_the_name_or_the_state(
+    tmp_path: Path, width: int
+) -> None:
+    _, _, found = one_of_each(tmp_path)
+    lines = render(found, width=width)
+    assert all(len(line) <= width for line in lines)
+    assert lines[0].split()[:2] == ["IMAGE", "STATE"]
+    starts = [line.split()[:2] for line in lines[1:] if not line.startswith(" ")]
+    assert starts == [[r.name, r.state] for r in found]
+    ok = next(line for line in lines if line.startswith("ok-img"))
+    assert "…" in ok  # its ref, cut to fit on the row's one line
 
 
 def test_the_live_table_spins_building_rows(tmp_path: Path) -> None:
