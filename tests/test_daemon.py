@@ -665,6 +665,17 @@ def test_sigterm_during_a_build_exits_0_and_leaves_no_build_process(
     assert "stopped; cancelled 1 running build(s)" in daemon.output()
 
 
+def test_an_idle_daemon_stopped_says_so_last(tree: Tree, watchers: Watchers) -> None:
+    """A stop is never silent: a user who pressed Ctrl-C sees that it ended, not a hang."""
+    image_dir(tree, "img", "v1")
+    tree.spec("img/img.yaml", cheap(tree, "img", "true"))
+    daemon = watchers.start(tree.root)
+    daemon.settle()
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait_exit() == 0
+    assert daemon.output().splitlines()[-1].endswith(" stopped")
+
+
 def test_a_restart_with_nothing_changed_builds_nothing(
     tree: Tree, watchers: Watchers, docker_client: docker.DockerClient
 ) -> None:
