@@ -99,14 +99,14 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         cancelled = await self.scheduler.shutdown(self.settings.stop_timeout + 5)
-        if cancelled:
-            logger.info("stopped; cancelled {} running build(s)", cancelled)
-        else:
-            logger.info("stopped")  # as uvicorn says it: no one wonders whether it hangs
         if not self._lock_lost:  # else the tree is another daemon's now
             self.publisher.writer.write_all(self.root)
             project.write_hashes(self.settings.state_dir, self.reconciler.hashes.cache)
             self.statuses.save()
+        if cancelled:
+            logger.info("stopped; cancelled {} running build(s)", cancelled)
+        else:
+            logger.info("stopped")  # as uvicorn says it: no one wonders whether it hangs
 
     def _watch_dirs(self) -> set[Path]:
         return self.routes.watch_dirs(set(self.specs.files))

@@ -157,7 +157,7 @@ class Watcher:
             elif doorbell is None:  # idle, looking every step until something changes
                 step, limit = IDLE_STEP_MS, 0
             elif not looked:
-                step, limit, looked = FINE_STEP_MS, 1, True
+                step, limit, looked = FINE_STEP_MS, RING_WAIT_MS, True
             else:  # idle, asleep until the doorbell rings (or a while passed: a look anyway)
                 rang = doorbell.wait(CHECK_S)
                 if self._stop.is_set():

@@ -275,9 +275,13 @@ class _Engines:
 
     def push(self, host: str, ref: refs.Ref, registry: refs.Registry) -> None:
         self.calls.append(f"push {ref}")
+        if self.fail == "push":
+            raise buildenv.BuildError(f"Pushing {ref} failed: unauthorized")
 
     def untag(self, host: str, ref: refs.Ref) -> None:
         self.calls.append(f"untag {ref}")
+        if self.fail == "untag":
+            raise buildenv.BuildError(f"untagging {ref} failed: conflict")
 
 
 def _scripted(
@@ -397,3 +401,27 @@ def test_sharing_pushes_the_image_then_its_note_and_leaves_neither_tag(
     noting = [f"note {noted} {labels}", f"push {noted}", f"untag {noted}"]
     assert fake.calls == shared + (noting if script else [])
     assert said == []
+
+
+def test_an_untag_that_fails_neither_fails_the_reuse_nor_the_share(
+    tmp_path: Path, said: list[str]
+) -> None:
+    fake = _Engines("untag")
+    builder, request = _scripted(tmp_path, fake)
+    result = builder._reuse(request, buildenv.expected(request), "")
+    assert result is not None and result.reused
+    built = refs.parse_ref("app:tilt-0123456789abcdef")
+    run_async(builder.share(request, buildenv.BuildResult(built, built, image_id=IMAGE_A)))
+    assert fake.calls[-1] == f"untag {CACHED.format('app')}"  # tried, failed, let be
+    assert said == []
+
+
+def test_a_share_whose_push_fails_untags_and_warns_once(tmp_path: Path, said: list[str]) -> None:
+    fake = _Engines("push")
+    builder, request = _scripted(tmp_path, fake)
+    built = refs.parse_ref("app:tilt-0123456789abcdef")
+    run_async(builder.share(request, buildenv.BuildResult(built, built, image_id=IMAGE_A)))
+    cached = CACHED.format("app")
+    assert fake.calls == [f"tag {cached}", f"push {cached}", f"untag {cached}"]
+    (line,) = said
+    assert line.startswith(f"WARNING app: not shared in the registry cache: Pushing {cached}")
