@@ -34,7 +34,7 @@ class BuildRequest:
     cluster: models.Cluster | None
     image_maps: list[tuple[str, models.ImageMapStatus]]  # in `spec.imageMaps` order
     started_at: datetime
-    cache_tag: str = ""  # `in-<16 hex of the inputs digest>` with the registry cache on
+    cache_key: str = ""  # 16 hex of the inputs digest, with the registry cache on
     reuse: bool = True  # may be pulled from the cache (a trigger builds, then shares)
 
 

@@ -90,7 +90,7 @@ class Builder:
     async def _build(self, request: BuildRequest) -> BuildResult:
         image, exp = request.image, expected(request)
         host = docker_host(image, request.cluster, self.environ)
-        if request.cache_tag and request.reuse and reusable(request, exp.registry):
+        if request.cache_key and request.reuse and reusable(request, exp.registry):
             reused = await asyncio.to_thread(self._reuse, request, exp, host)
             if reused is not None:
                 return reused
@@ -156,7 +156,7 @@ class Builder:
         build is recorded and its inputs are checked unchanged); a failure is logged, never
         the build's."""
         exp = expected(request)
-        if not (request.cache_tag and result.image_id and reusable(request, exp.registry)):
+        if not (request.cache_key and result.image_id and reusable(request, exp.registry)):
             return
         host = docker_host(request.image, request.cluster, self.environ)
         cache = RegistryCache(self.engines)

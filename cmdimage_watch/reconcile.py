@@ -194,8 +194,8 @@ class Reconciler:
         self._set(image.name, status.building(plan.reason, started))
         timeline.mark("status", image.name)
         logger.info("building {}: {}", image.name, plan.reason)
-        tag = self._cache_tag(plan)
-        request = BuildRequest(image, plan.cluster, plan.maps, started, tag, plan.reuse)
+        key = self._cache_key(plan)
+        request = BuildRequest(image, plan.cluster, plan.maps, started, key, plan.reuse)
         try:
             result = await self.builder.build(request)
         except (BuildError, OSError) as exc:
@@ -219,7 +219,7 @@ class Reconciler:
             plan, done = dataclasses.replace(plan, reason=reason), "reused from the registry"
         local, remote = result.local_ref.familiar(), result.cluster_ref.familiar()
         self._record(plan, local, remote, started, done)
-        if tag and not result.reused:
+        if key and not result.reused:
             await self._share(plan, request, result)
         return True
 
@@ -232,13 +232,13 @@ class Reconciler:
             return
         await self.builder.share(request, result)
 
-    def _cache_tag(self, plan: Plan) -> str:
-        """`in-<16 hex of the inputs digest>` when the registry cache is on for this build
-        (`--registry-cache`, or its Cluster's annotation)."""
+    def _cache_key(self, plan: Plan) -> str:
+        """The first 16 hex of the inputs digest when the registry cache is on for this
+        build (`--registry-cache`, or its Cluster's annotation); "" when it is off."""
         on = self.settings.registry_cache or (plan.cluster and plan.cluster.registry_cache)
         if not on:
             return ""
-        return "in-" + plan.inputs.digest().removeprefix("sha256:")[:16]
+        return plan.inputs.digest().removeprefix("sha256:")[:16]
 
     def _record(
         self, plan: Plan, local: str, remote: str, started: datetime, done: str = "built"

@@ -130,14 +130,15 @@ def push_script_ref(
 
 def cache_ref(request: BuildRequest, exp: Expected) -> refs.Ref:
     """Where the registry cache keeps the build of these inputs: `REPO:in-<16 hex>`."""
-    tag = refs.build_tag(request.image.ref, exp.registry, request.cache_tag)
-    return refs.local_name(request.image.ref, exp.registry).with_tag(tag)
+    return _keyed(request, exp, "in")
 
 
 def note_ref(request: BuildRequest, exp: Expected) -> refs.Ref:
     """Where it keeps the ref a script chose: `REPO:rf-<16 hex>`, as long as the `in-` tag
     (so that a registry's `singleName` limit fits both or neither)."""
-    tag = refs.build_tag(
-        request.image.ref, exp.registry, "rf-" + request.cache_tag.removeprefix("in-")
-    )
+    return _keyed(request, exp, "rf")
+
+
+def _keyed(request: BuildRequest, exp: Expected, kind: str) -> refs.Ref:
+    tag = refs.build_tag(request.image.ref, exp.registry, f"{kind}-{request.cache_key}")
     return refs.local_name(request.image.ref, exp.registry).with_tag(tag)

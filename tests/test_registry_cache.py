@@ -293,7 +293,7 @@ def _scripted(
     index: Index = index_of(spec_file, registry)
     started = datetime.now(UTC)
     request = buildenv.BuildRequest(
-        index.images["app"], index.clusters["default"], [], started, "in-0123456789abcdef"
+        index.images["app"], index.clusters["default"], [], started, "0123456789abcdef"
     )
     assert buildenv.reusable(request, buildenv.expected(request).registry)
     builder = Builder(tmp_path / "logs")
